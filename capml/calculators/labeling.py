@@ -1,0 +1,181 @@
+"""Resumable, parallel labeling of an HDF5 data set with a reference Labeler.
+
+The output file starts as an atomic copy of the input; every finished structure
+is written in place and flushed at once (labels, ``level``, ``label_status``,
+``label_seconds``, ``label_note``). A structure whose status is set is never
+recomputed, so a killed job resumes where it stopped and loses at most the
+structures in flight. A failed calculation is recorded as ``failed: <reason>``
+with NaN labels; it is retried only when asked (``retry_failed``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+
+from capml.data import store
+from capml.data.structure_set import DataError
+
+log = logging.getLogger(__name__)
+
+_WORKER = {}
+
+
+def pending_indices(path, retry_failed: bool = False) -> np.ndarray:
+    """Structures of ``path`` still to be labeled."""
+    n = store.count(path)
+    try:
+        status = store.read_meta(path, "label_status")
+    except DataError:
+        return np.arange(n)
+    todo = status == ""
+    if retry_failed:
+        todo |= np.array([s.startswith("failed") for s in status])
+    return np.flatnonzero(todo)
+
+
+def prepare_output(input_path, output_path) -> Path:
+    """Copy the input to the output atomically unless the output exists (resume)."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.exists():
+        return output_path
+    if not input_path.exists():
+        raise FileNotFoundError(f"{input_path}: no such data file to label")
+    store.count(input_path)  # validates the header before copying
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with store.atomic_path(output_path) as tmp:
+        shutil.copyfile(input_path, tmp)
+    return output_path
+
+
+def label_file(input_path, output_path, labeler_config: dict, *, n_jobs: int = 1,
+               retry_failed: bool = False, limit: int | None = None,
+               threads_per_job: int | None = None, shuffle_seed: int | None = None) -> dict:
+    """Label every pending structure; returns counts {'ok', 'failed', 'skipped'}.
+
+    ``labeler_config`` is a Hydra-instantiable mapping returning a Labeler; it is
+    instantiated once per worker process. ``limit`` caps the number of structures
+    labeled in this call (for committing a long job in pieces). With
+    ``shuffle_seed`` the pending structures are labeled in a seeded random order, so
+    that a partly labeled file covers all compositions and methods evenly.
+    """
+    from hydra.utils import instantiate
+
+    out = prepare_output(input_path, output_path)
+    labeler = instantiate(labeler_config)  # fail fast on a bad config, in this process
+    data = store.read(out)
+    todo = pending_indices(out, retry_failed)
+    skipped = len(data) - len(todo)
+    if shuffle_seed is not None:
+        todo = np.random.default_rng(shuffle_seed).permutation(todo)
+    if limit is not None:
+        todo = todo[:limit]
+    settings = {labeler.level: {"settings": _jsonable(labeler.settings),
+                                "properties": list(labeler.properties),
+                                "fallbacks": _jsonable(labeler.fallbacks)}}
+    attrs = store.read_attrs(out)
+    calculators = attrs.get("calculators") or {}
+    calculators = json.loads(calculators) if isinstance(calculators, str) else calculators
+    store.set_attrs(out, calculators={**calculators, **settings})
+    log.info("%s: %d structures to label with %s (%d already done), %d job(s)",
+             out, len(todo), labeler.level, skipped, n_jobs)
+    counts = {"ok": 0, "failed": 0, "skipped": skipped}
+    if len(todo) == 0:
+        return counts
+    atoms_list = data.to_atoms()
+    threads = threads_per_job or max(1, (os.cpu_count() or 1) // n_jobs)
+    progress = _Progress(len(todo))
+    if n_jobs == 1:
+        _init_worker(labeler_config, threads, labeler)
+        for i in todo:
+            _record(out, *_label_one(int(i), atoms_list[i]), counts, progress)
+        return counts
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # OpenMP runtimes do not survive fork reliably
+    with ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_init_pool_worker,
+                             initargs=(labeler_config, threads)) as pool:
+        queue = list(todo)
+        running = {}
+        while queue or running:
+            while queue and len(running) < 2 * n_jobs:  # bounded submission
+                i = int(queue.pop(0))
+                running[pool.submit(_label_one, i, atoms_list[i])] = i
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                running.pop(fut)
+                _record(out, *fut.result(), counts, progress)
+    return counts
+
+
+def _init_pool_worker(labeler_config, threads):
+    _die_with_parent()
+    _init_worker(labeler_config, threads)
+
+
+def _init_worker(labeler_config, threads, labeler=None):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if labeler is None:
+        from hydra.utils import instantiate
+
+        labeler = instantiate(labeler_config)
+    _WORKER["labeler"] = labeler
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel stop this worker when the labeling process dies, so a
+    killed job leaves no orphaned calculations behind."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _label_one(index: int, atoms):
+    from capml.calculators.reference import LabelingFailed
+
+    labeler = _WORKER["labeler"]
+    t0 = time.perf_counter()
+    try:
+        labels, note = labeler(atoms)
+        status = "ok"
+    except LabelingFailed as err:
+        labels, note, status = {}, "", f"failed: {err}"[:1000]
+    except Exception as err:  # noqa: BLE001 - any calculator crash is a recorded failure
+        labels, note, status = {}, "", f"failed: {type(err).__name__}: {err}"[:1000]
+    return index, labels, labeler.level, status, note, time.perf_counter() - t0
+
+
+def _record(path, index, labels, level, status, note, seconds, counts, progress):
+    store.update_rows(path, [index], labels={k: [v] for k, v in labels.items()},
+                      meta={"level": [level], "label_status": [status],
+                            "label_note": [note], "label_seconds": [seconds]})
+    counts["ok" if status == "ok" else "failed"] += 1
+    progress.step(index, status, seconds)
+
+
+class _Progress:
+    def __init__(self, total):
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def step(self, index, status, seconds):
+        self.done += 1
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        log.info("[%d/%d] structure %d %s in %.1f s, ETA %s", self.done, self.total, index,
+                 status[:80], seconds, time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))

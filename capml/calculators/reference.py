@@ -1,0 +1,164 @@
+"""Reference labelers: a level of theory that turns a structure into labels.
+
+A ``Labeler`` wraps an ASE calculator factory, the properties it provides, and
+fallback settings to retry with when the SCF does not converge. Labelers are
+built from the ``calculator`` config group via ``hydra.utils.instantiate``
+(inside worker processes, so the calculator itself is never pickled).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, CalculationFailed
+
+from capml.calculators.band_gap import gap_from_eigenvalues, gap_from_electron_count
+
+log = logging.getLogger(__name__)
+
+PROPERTIES = ("energy", "forces", "stress", "band_gap")
+
+
+class LabelingFailed(RuntimeError):
+    """A calculation that failed or did not converge with every settings variant."""
+
+
+@dataclass
+class Labeler:
+    level: str  # name of the level of theory recorded per structure, e.g. gfn2-xtb
+    build: Callable[..., Calculator]  # build(**settings) -> ASE calculator
+    settings: dict  # keyword arguments of ``build``
+    properties: tuple[str, ...] = PROPERTIES
+    fallbacks: list[dict] = field(default_factory=list)  # setting overrides tried in turn
+    band_gap: Callable[[Calculator, Atoms], float] | None = None
+
+    def __post_init__(self):
+        bad = set(self.properties) - set(PROPERTIES)
+        if bad:
+            raise ValueError(f"calculator '{self.level}': unknown properties {sorted(bad)} "
+                             f"(expected a subset of {PROPERTIES})")
+        if "band_gap" in self.properties and self.band_gap is None:
+            raise ValueError(f"calculator '{self.level}' cannot compute band_gap")
+
+    def __call__(self, atoms: Atoms) -> tuple[dict, str]:
+        """Labels of ``atoms`` and a note naming the fallback used ('' if none).
+
+        Raises LabelingFailed when every settings variant fails.
+        """
+        errors = []
+        for k, override in enumerate([{}] + list(self.fallbacks)):
+            settings = {**self.settings, **override}
+            try:
+                labels = self._compute(atoms, settings)
+            except (CalculationFailed, RuntimeError, ValueError) as err:
+                errors.append(f"{override or 'default'}: {str(err).splitlines()[0][:200]}")
+                continue
+            return labels, (f"fallback {k}: {override}" if k else "")
+        raise LabelingFailed("; ".join(errors))
+
+    def _compute(self, atoms: Atoms, settings: dict) -> dict:
+        atoms = atoms.copy()
+        atoms.calc = self.build(**settings)
+        out = {}
+        if "energy" in self.properties:
+            out["energy"] = float(atoms.get_potential_energy())
+        if "forces" in self.properties:
+            out["forces"] = np.array(atoms.get_forces(), dtype=float)
+        if "stress" in self.properties:
+            out["stress"] = np.array(atoms.get_stress(voigt=True), dtype=float)
+        if "band_gap" in self.properties:
+            if not out:
+                atoms.get_potential_energy()
+            out["band_gap"] = float(self.band_gap(atoms.calc, atoms))
+        for k, v in out.items():
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"non-finite {k} from {self.level}")
+        return out
+
+
+# ----------------------------------------------------------------- GFN2-xTB
+def _tblite(**settings):
+    from tblite.ase import TBLite
+
+    return TBLite(**settings)
+
+
+def _tblite_gap(calc, atoms) -> float:
+    """HOMO-LUMO gap (eV) at Gamma from tblite's orbital energies (Hartree)."""
+    from ase.units import Hartree
+
+    res = calc._res  # tblite.ase keeps its Result object; orbital data is not in calc.results
+    eps = np.asarray(res.get("orbital-energies")) * Hartree
+    occ = np.asarray(res.get("orbital-occupations"))
+    return gap_from_electron_count(eps, occ.sum())
+
+
+def gfn2(properties=PROPERTIES, accuracy: float = 1.0, electronic_temperature: float = 300.0,
+         max_iterations: int = 250, mixer_damping: float = 0.4, fallbacks=(),
+         level: str = "gfn2-xtb") -> Labeler:
+    """GFN2-xTB (tblite): energy, forces, stress and the Gamma-point HOMO-LUMO gap.
+
+    ``electronic_temperature`` in K; fallbacks retry unconverged SCFs with other settings.
+    """
+    return Labeler(
+        level=level,
+        build=_tblite,
+        settings=dict(method="GFN2-xTB", accuracy=accuracy,
+                      electronic_temperature=electronic_temperature,
+                      max_iterations=max_iterations, mixer_damping=mixer_damping, verbosity=0),
+        properties=tuple(properties),
+        fallbacks=[dict(f) for f in fallbacks],
+        band_gap=_tblite_gap,
+    )
+
+
+# --------------------------------------------------------------------- GPAW
+def _gpaw(**settings):
+    from gpaw import GPAW
+
+    return GPAW(**settings)
+
+
+def _gpaw_gap(calc, atoms) -> float:
+    eigs, occs = [], []
+    for s in range(calc.get_number_of_spins()):
+        for k in range(len(calc.get_ibz_k_points())):
+            eigs.append(calc.get_eigenvalues(kpt=k, spin=s))
+            occs.append(calc.get_occupation_numbers(kpt=k, spin=s))
+    return gap_from_eigenvalues(np.array(eigs), np.array(occs))
+
+
+def gpaw(properties=("band_gap",), mode: str = "lcao", basis: str = "sz(dzp)", xc: str = "PBE",
+         kpts=(1, 1, 1), smearing_width: float = 0.01, max_iterations: int = 333,
+         fallbacks=(), level: str = "gpaw-pbe-lcao") -> Labeler:
+    """DFT with GPAW (default LCAO sz(dzp), PBE, Gamma point): band gap from the
+    Kohn-Sham eigenvalues and occupations; energy/forces/stress when asked."""
+    return Labeler(
+        level=level,
+        build=_gpaw,
+        settings=dict(mode=mode, basis=basis, xc=xc, kpts=tuple(kpts), txt=None,
+                      occupations={"name": "fermi-dirac", "width": smearing_width},
+                      maxiter=max_iterations),
+        properties=tuple(properties),
+        fallbacks=[dict(f) for f in fallbacks],
+        band_gap=_gpaw_gap,
+    )
+
+
+# ------------------------------------------------------------ any ASE calculator
+def _homo_lumo_gap(calc, atoms) -> float:
+    homo, lumo = calc.get_homo_lumo()
+    return float(lumo - homo)
+
+
+def ase_calculator(calculator: Callable[[], Calculator], level: str,
+                   properties=("energy", "forces", "stress")) -> Labeler:
+    """Any ASE calculator (``calculator`` is a zero-argument factory, e.g. a
+    Hydra ``_partial_`` of the calculator class). The band gap is available when the
+    calculator implements ``get_homo_lumo``."""
+    return Labeler(level=level, build=lambda: calculator(), settings={},
+                   properties=tuple(properties), band_gap=_homo_lumo_gap)

@@ -1,0 +1,28 @@
+"""Tasks behind the entry points: each ``run(cfg)`` reads the files its config
+names, calls the library and writes its outputs. ``dispatch`` maps
+``cfg.task.name`` to the task of the calling entry point."""
+
+from __future__ import annotations
+
+import importlib
+
+TASKS = {
+    "simulate": {
+        "generate": "capml.tasks.generate",
+        "force_constants": "capml.tasks.force_constants",
+        "label": "capml.tasks.label",
+    },
+    "analyze": {},
+    "train": {},
+}
+
+
+def dispatch(entry: str, cfg):
+    """Run the task ``cfg.task.name`` of entry point ``entry``."""
+    name = cfg.task.name
+    if name not in TASKS[entry]:
+        owner = [e for e, tasks in TASKS.items() if name in tasks]
+        hint = f"; it is a task of {owner[0]}.py" if owner else ""
+        raise ValueError(f"task={name} is not a {entry}.py task (have "
+                         f"{sorted(TASKS[entry])}){hint}")
+    return importlib.import_module(TASKS[entry][name]).run(cfg)

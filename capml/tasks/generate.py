@@ -1,0 +1,110 @@
+"""``simulate.py task=generate``: unlabeled displaced supercells for reference calculations.
+
+For each composition and each sample spec (phonon at T, uniform with amplitude A,
+equilibrium) it draws a fresh random ordering with exactly round(x n) dopant
+sites, applies the displacement, and records x, T or A, method and the structure's
+own seed, so every structure can be regenerated on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from capml import data as store
+from capml.data import StructureSet
+from capml.sampling import supercell_force_constants, thermal, uniform
+from capml.simulation.phonopy_io import load_phonopy
+from capml.structures import System
+
+log = logging.getLogger(__name__)
+
+METHODS = ("phonon", "uniform", "equilibrium")
+
+
+def compositions_of(system: System, spec) -> list[float]:
+    """'all' -> every composition the supercell realises; else the listed x values."""
+    if isinstance(spec, str):
+        if spec != "all":
+            raise ValueError(f"task.compositions = {spec!r}: expected 'all' or a list of x")
+        return [float(x) for x in system.compositions()]
+    values = [float(x) for x in (spec if isinstance(spec, (list, tuple)) or
+                                 OmegaConf.is_list(spec) else [spec])]
+    return values
+
+
+def load_end_members(fc_cfg) -> dict[float, object]:
+    """Phonopy objects with force constants of the x = 0 and x = 1 end members."""
+    if fc_cfg is None or fc_cfg.get("x0") is None or fc_cfg.get("x1") is None:
+        raise ValueError("phonon sampling needs end-member force constants: set "
+                         "system.force_constants.x0 and .x1 to phonopy yaml files (make them "
+                         "with `python simulate.py task=force_constants calculator=...`)")
+    return {0.0: load_phonopy(fc_cfg.x0), 1.0: load_phonopy(fc_cfg.x1)}
+
+
+def generate(system: System, samples, compositions, seed: int, *, end_members=None,
+             cutoff_frequency: float = 1.0, id_prefix: str = "s") -> StructureSet:
+    """All structures described by ``samples`` (list of specs) at each composition."""
+    specs = _expand(samples)
+    n_total = len(specs) * len(compositions)
+    seeds = np.random.SeedSequence(seed).generate_state(n_total, dtype=np.uint64) % 2**63
+    structures = []
+    k = 0
+    for x in compositions:
+        fc_cache = {}
+        for method, value in specs:
+            s = int(seeds[k])
+            rng = np.random.default_rng(s)
+            atoms = system.random_solid_solution(x, rng)
+            info = {"x": atoms.info["x"], "method": method, "seed": s, "source": "generate"}
+            if method == "phonon":
+                key = tuple(atoms.numbers)
+                if key not in fc_cache:
+                    fc_cache[key] = supercell_force_constants(end_members, atoms, info["x"])
+                atoms = thermal(atoms, fc_cache[key], value, seed=s,
+                                cutoff_frequency=cutoff_frequency)[0]
+                info["temperature"] = value
+            elif method == "uniform":
+                atoms = uniform(atoms, value, rng)
+                info["amplitude"] = value
+            info["id"] = f"{id_prefix}{k:06d}"
+            atoms.info = info
+            structures.append(atoms)
+            k += 1
+    return StructureSet.from_atoms(structures)
+
+
+def _expand(samples) -> list[tuple[str, float | None]]:
+    """Sample specs -> [(method, T or A or None)] repeated ``per_value`` times."""
+    out = []
+    for spec in samples:
+        method = spec.get("method")
+        if method not in METHODS:
+            raise ValueError(f"task.samples: method {method!r}, expected one of {METHODS}")
+        per = int(spec.get("per_value", 1))
+        if method == "phonon":
+            values = list(spec["temperatures"])
+        elif method == "uniform":
+            values = list(spec["amplitudes"])
+        else:
+            values = [None]
+        out += [(method, None if v is None else float(v)) for v in values for _ in range(per)]
+    return out
+
+
+def run(cfg: DictConfig) -> Path:
+    t = cfg.task
+    system = System.from_config(cfg.system)
+    comps = compositions_of(system, t.compositions)
+    needs_fc = any(s.get("method") == "phonon" for s in t.samples)
+    ends = load_end_members(cfg.system.get("force_constants")) if needs_fc else None
+    data = generate(system, t.samples, comps, int(cfg.seed), end_members=ends,
+                    cutoff_frequency=float(t.cutoff_frequency), id_prefix=str(t.id_prefix))
+    out = store.write(t.output, data, config=OmegaConf.to_yaml(cfg, resolve=True))
+    counts = {m: int(np.sum(data.meta["method"] == m)) for m in METHODS}
+    log.info("wrote %d structures to %s (%s) at x = %s", len(data), out, counts,
+             [round(x, 4) for x in comps])
+    return out
