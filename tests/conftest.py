@@ -32,6 +32,11 @@ def cfg_factory(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    return DEMO
+
+
+@pytest.fixture(scope="session")
 def system():
     from capml.structures import System
 

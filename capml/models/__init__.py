@@ -1,0 +1,1 @@
+"""Models: the GNN band-gap family and MACE interatomic potentials."""

@@ -1,0 +1,1 @@
+"""Training: Lightning modules and data modules; the MACE fine-tuning driver."""
