@@ -54,7 +54,7 @@ class Labeler:
             settings = {**self.settings, **override}
             try:
                 labels = self._compute(atoms, settings)
-            except (CalculationFailed, RuntimeError, ValueError) as err:
+            except (CalculationFailed, RuntimeError, ValueError) as err:  # incl. LabelingFailed
                 errors.append(f"{override or 'default'}: {str(err).splitlines()[0][:200]}")
                 continue
             return labels, (f"fallback {k}: {override}" if k else "")
@@ -97,8 +97,8 @@ def _tblite_gap(calc, atoms) -> float:
     return gap_from_electron_count(eps, occ.sum())
 
 
-def gfn2(properties=PROPERTIES, accuracy: float = 1.0, electronic_temperature: float = 300.0,
-         max_iterations: int = 250, mixer_damping: float = 0.4, fallbacks=(),
+def gfn2(properties=PROPERTIES, accuracy: float = 30.0, electronic_temperature: float = 300.0,
+         max_iterations: int = 300, mixer_damping: float = 0.4, fallbacks=(),
          level: str = "gfn2-xtb") -> Labeler:
     """GFN2-xTB (tblite): energy, forces, stress and the Gamma-point HOMO-LUMO gap.
 
@@ -162,3 +162,57 @@ def ase_calculator(calculator: Callable[[], Calculator], level: str,
     calculator implements ``get_homo_lumo``."""
     return Labeler(level=level, build=lambda: calculator(), settings={},
                    properties=tuple(properties), band_gap=_homo_lumo_gap)
+
+
+# ------------------------------------------------------------ VASP ingestion
+class VaspRunLabeler(Labeler):
+    """Labels from finished VASP runs, one folder per structure named by its id.
+
+    The folders are those written by ``simulate.py task=export_inputs`` (atoms sorted by
+    species for VASP; ``capml.json`` holds the order back to the data set's). A
+    missing run, or a run whose input structure differs from the data set's, is a
+    recorded failure.
+    """
+
+    def __init__(self, runs_dir: str, level: str, properties, tolerance: float = 1e-4):
+        self.runs_dir = runs_dir
+        self.tolerance = tolerance
+        super().__init__(level=level, build=None, settings={"runs_dir": str(runs_dir)},
+                         properties=tuple(properties), band_gap=lambda calc, atoms: 0.0)
+
+    def _compute(self, atoms: Atoms, settings: dict) -> dict:
+        import json
+        from pathlib import Path
+
+        from capml.data.interchange import read_vasp
+
+        folder = Path(self.runs_dir) / str(atoms.info.get("id", ""))
+        if not (folder / "capml.json").exists():
+            raise LabelingFailed(f"no exported VASP run for id {atoms.info.get('id')!r} "
+                                 f"in {self.runs_dir} (expected {folder}/capml.json)")
+        order = np.array(json.loads((folder / "capml.json").read_text())["order"])
+        run = read_vasp(folder, level=self.level)
+        inverse = np.argsort(order)  # run[inverse] is in the data set's atom order
+        if (len(run) != len(atoms) or (run.numbers[inverse] != atoms.numbers).any()
+                or np.abs(run.positions[inverse] - atoms.positions).max() > self.tolerance):
+            raise LabelingFailed(f"{folder}: VASP structure differs from data-set structure "
+                                 f"{atoms.info.get('id')!r} (not a single point of it?)")
+        out = {}
+        res = run.calc.results
+        if "energy" in self.properties:
+            out["energy"] = float(res["energy"])
+        if "forces" in self.properties:
+            out["forces"] = np.asarray(res["forces"])[inverse]
+        if "stress" in self.properties:
+            out["stress"] = np.asarray(res["stress"], dtype=float)
+        if "band_gap" in self.properties:
+            if "band_gap" not in run.info:
+                raise LabelingFailed(f"{folder}: no eigenvalues (vasprun.xml) for the band gap")
+            out["band_gap"] = float(run.info["band_gap"])
+        return out
+
+
+def vasp(runs_dir: str, level: str = "vasp-pbesol",
+         properties=("energy", "forces", "stress", "band_gap")) -> Labeler:
+    """Ingest finished VASP single points from ``runs_dir/<structure id>/``."""
+    return VaspRunLabeler(runs_dir=runs_dir, level=level, properties=properties)

@@ -11,8 +11,17 @@ TASKS = {
         "generate": "capml.tasks.generate",
         "force_constants": "capml.tasks.force_constants",
         "label": "capml.tasks.label",
+        "export_inputs": "capml.tasks.export_inputs",
+        "enumerate": "capml.tasks.enumerate",
+        "relax": "capml.tasks.relax",
+        "phonons": "capml.tasks.phonons",
+        "md": "capml.tasks.md",
+        "pipeline": "capml.tasks.pipeline",
     },
-    "analyze": {},
+    "analyze": {
+        "mlip_parity": "capml.tasks.mlip_parity",
+        "rank_sweep": "capml.tasks.rank_sweep",
+    },
     "train": {},
 }
 

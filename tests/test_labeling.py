@@ -1,0 +1,136 @@
+"""Reference labeling: real calculators, resumption after a kill, recorded failures."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from capml import data as store
+from capml.calculators.labeling import label_file, pending_indices
+from capml.data import StructureSet
+
+EMT_CFG = {"_target_": "capml.calculators.reference.ase_calculator", "level": "emt",
+           "calculator": {"_target_": "ase.calculators.emt.EMT", "_partial_": True}}
+
+
+def copper_set(n, reps=(2, 2, 2), seed=0):
+    rng = np.random.default_rng(seed)
+    atoms = []
+    for i in range(n):
+        a = bulk("Cu", cubic=True) * reps
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+        a.info.update(id=f"cu{i}", method="uniform")
+        atoms.append(a)
+    return StructureSet.from_atoms(atoms)
+
+
+def test_emt_labels_match_direct_calls(tmp_path):
+    from ase.calculators.emt import EMT
+
+    path = store.write(tmp_path / "cu.h5", copper_set(3))
+    counts = label_file(path, path, EMT_CFG)
+    assert counts == {"ok": 3, "failed": 0, "skipped": 0}
+    data = store.read(path)
+    for atoms in data.to_atoms():
+        ref = atoms.copy()
+        ref.calc = EMT()
+        assert atoms.get_potential_energy() == pytest.approx(ref.get_potential_energy())
+        np.testing.assert_allclose(atoms.get_forces(), ref.get_forces(), atol=1e-12)
+        np.testing.assert_allclose(atoms.get_stress(), ref.get_stress(), atol=1e-12)
+    assert set(data.meta["level"]) == {"emt"} and set(data.meta["label_status"]) == {"ok"}
+    assert (data.meta["label_seconds"] > 0).all()
+    assert "emt" in store.read_attrs(path)["calculators"]
+
+
+def test_output_copy_leaves_input_untouched(tmp_path):
+    src = store.write(tmp_path / "in.h5", copper_set(2))
+    before = src.read_bytes()
+    label_file(src, tmp_path / "out.h5", EMT_CFG)
+    assert src.read_bytes() == before
+    assert store.read(tmp_path / "out.h5").has_label("energy").all()
+
+
+def test_calculator_exception_is_recorded_and_run_goes_on(tmp_path):
+    atoms = copper_set(3).to_atoms()
+    atoms[1].symbols[0] = "S"  # EMT has no parameters for S: that structure fails
+    path = store.write(tmp_path / "mixed.h5", StructureSet.from_atoms(atoms))
+    counts = label_file(path, path, EMT_CFG)
+    assert counts["ok"] == 2 and counts["failed"] == 1
+    data = store.read(path)
+    assert data.meta["label_status"][1].startswith("failed:") and "S" in data.meta["label_status"][1]
+    assert np.isnan(data.labels["energy"][1])  # unknown, never zero
+    assert list(pending_indices(path)) == []
+    assert list(pending_indices(path, retry_failed=True)) == [1]
+
+
+KILLABLE = textwrap.dedent("""
+    import logging, sys
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    from capml.calculators.labeling import label_file
+    cfg = {"_target_": "capml.calculators.reference.ase_calculator", "level": "emt",
+           "calculator": {"_target_": "ase.calculators.emt.EMT", "_partial_": True}}
+    label_file(sys.argv[1], sys.argv[1], cfg, n_jobs=int(sys.argv[2]))
+""")
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_killed_run_resumes_without_loss_or_recomputation(tmp_path, n_jobs):
+    path = store.write(tmp_path / "cu.h5", copper_set(40, reps=(6, 6, 6)))
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(path), str(n_jobs)],
+                            stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until a few structures are recorded, then SIGKILL
+        if line.startswith("[6/40]"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    time.sleep(0.5)
+    done = store.read(path)
+    ok = done.meta["label_status"] == "ok"
+    assert 6 <= ok.sum() < 40
+    energies = done.labels["energy"][ok].copy()
+    seconds = done.meta["label_seconds"][ok].copy()
+    counts = label_file(path, path, EMT_CFG)
+    assert counts["skipped"] == ok.sum() and counts["ok"] == 40 - ok.sum()
+    after = store.read(path)
+    assert (after.meta["label_status"] == "ok").all()
+    np.testing.assert_array_equal(after.labels["energy"][ok], energies)  # not recomputed
+    np.testing.assert_array_equal(after.meta["label_seconds"][ok], seconds)
+
+
+def test_gfn2_labels_a_parent_cell(system):
+    labeler = instantiate(OmegaConf.load("configs/calculator/gfn2.yaml"))
+    labels, note = labeler(system.parent(1.0))
+    assert set(labels) == {"energy", "forces", "stress", "band_gap"}
+    # cubic Pm-3m cell at a symmetric geometry: no net force, isotropic stress
+    np.testing.assert_allclose(labels["forces"], 0, atol=1e-4)  # SCF tolerance
+    np.testing.assert_allclose(labels["stress"][:3], labels["stress"][0], atol=1e-6)
+    assert 1.0 < labels["band_gap"] < 6.0 and note == ""
+
+
+def test_gpaw_labels_a_small_cell():
+    pytest.importorskip("gpaw")
+    from ase.build import molecule
+
+    labeler = instantiate(OmegaConf.merge(OmegaConf.load("configs/calculator/gpaw.yaml"),
+                                          {"basis": "dzp"}))
+    h2 = molecule("H2")
+    h2.center(vacuum=3.0)
+    h2.pbc = True
+    labels, _ = labeler(h2)
+    # PBE HOMO-LUMO gap of H2 is about 10 eV
+    assert 9.0 < labels["band_gap"] < 12.0
+
+
+def test_unknown_property_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown properties"):
+        instantiate(OmegaConf.merge(OmegaConf.load("configs/calculator/gfn2.yaml"),
+                                    {"properties": ["energy", "dipole"]}))
