@@ -173,8 +173,8 @@ class _Progress:
         self.done += 1
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.done * (self.total - self.done)
-        log.info("[%d/%d] structure %d %s in %.1f s, ETA %s", self.done, self.total, index,
-                 status[:80], seconds, time.strftime("%H:%M:%S", time.gmtime(eta)))
+        log.info("[%d/%d] structure %d %s in %.1f s, ETA %dh%02dm", self.done, self.total,
+                 index, status[:80], seconds, eta // 3600, eta % 3600 // 60)
 
 
 def _jsonable(obj):
