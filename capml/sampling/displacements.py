@@ -53,9 +53,12 @@ def _full_fc(ph: Phonopy) -> np.ndarray:
 
 
 def harmonic_phonopy(atoms: Atoms, force_constants: np.ndarray) -> Phonopy:
-    """Phonopy object treating ``atoms`` as its own (Gamma-only) supercell."""
+    """Phonopy object treating ``atoms`` as its own (Gamma-only) supercell.
+
+    Symmetry is off: random displacements need none, and the search dominates the
+    cost for a disordered 40-atom cell."""
     ph = Phonopy(to_phonopy_atoms(atoms), supercell_matrix=np.eye(3, dtype=int),
-                 primitive_matrix=np.eye(3))
+                 primitive_matrix=np.eye(3), is_symmetry=False)
     ph.force_constants = force_constants
     return ph
 
