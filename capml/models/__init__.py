@@ -1,1 +1,5 @@
-"""Models: the GNN band-gap family and MACE interatomic potentials."""
+"""Models: the band-gap GNN family (``capml.models.gnn``); MACE lives with its trainer."""
+
+from capml.models.gnn import CONVS, OUTPUT, POOLING, BandGapGNN
+
+__all__ = ["CONVS", "OUTPUT", "POOLING", "BandGapGNN"]

@@ -1,0 +1,231 @@
+"""Training steps of a stage config: pretrain, finetune, from scratch, in order.
+
+A step is ``{level, init_from, max_epochs, lr, batch_size, freeze_layers, target_scaler}``:
+it trains on the data file ``cfg.data[level]``, starting from random weights
+(``init_from: null``), from the best checkpoint of an earlier step (its name),
+or from a checkpoint file. A fine-tuned step keeps the node/edge feature
+scalers and the architecture of its starting checkpoint; ``target_scaler``
+``refit`` fits the gap scaler on the new training split, ``keep`` reuses the old one.
+Each step writes into ``<output_dir>/<step>/``: checkpoints/best.ckpt,
+predictions.csv, parity_{train,test}.png, errors.png, metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from capml.graphs import NODE_FEATURES, element_table
+from capml.training import loggers, plots
+from capml.training.datamodule import BandGapDataModule, check_labeled
+from capml.training.module import BandGapModule
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("low_level", "high_level")
+
+
+@dataclass
+class StepResult:
+    name: str
+    level: str
+    data: str
+    checkpoint: str
+    metrics: dict[str, float]
+    counts: dict[str, int]
+    epochs: int
+    seconds: float
+    init_from: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def net_config(model_cfg) -> dict:
+    """BandGapGNN keyword arguments from the ``model`` config group."""
+    arch = model_cfg.architecture
+    return {"hidden": int(model_cfg.hidden), "n_layers": int(arch.n_layers),
+            "conv": str(model_cfg.conv), "pooling": str(arch.pooling),
+            "output": str(arch.output), "dropout": float(model_cfg.dropout),
+            "head_hidden": int(model_cfg.head_hidden)}
+
+
+def check_steps(cfg) -> None:
+    """Fail before any training if a step's config or data file is unusable."""
+    names = list(cfg.stage.steps)
+    for k, (name, step) in enumerate(cfg.stage.steps.items()):
+        if step.level not in LEVELS:
+            raise ValueError(f"stage.steps.{name}.level={step.level!r}: expected one of {LEVELS}")
+        if step.target_scaler not in ("refit", "keep"):
+            raise ValueError(f"stage.steps.{name}.target_scaler={step.target_scaler!r}: "
+                             "expected 'refit' or 'keep'")
+        init = step.get("init_from")
+        if init is not None and init in names and names.index(init) >= k:
+            raise ValueError(f"stage.steps.{name}.init_from={init!r}: that step runs later")
+        if init is not None and init not in names and not Path(init).is_file():
+            raise FileNotFoundError(f"stage.steps.{name}.init_from={init}: neither an earlier "
+                                    f"step ({names[:k]}) nor a checkpoint file")
+    for level in sorted({s.level for s in cfg.stage.steps.values()}):
+        check_labeled(cfg.data[level], int(cfg.data.min_labeled))
+
+
+def run_steps(cfg: DictConfig) -> dict[str, StepResult]:
+    check_steps(cfg)
+    out = Path(cfg.paths.output_dir)
+    results: dict[str, StepResult] = {}
+    for name, step in cfg.stage.steps.items():
+        results[name] = run_step(cfg, name, step, out, results)
+    return results
+
+
+def _init_checkpoint(step, previous: dict[str, StepResult]) -> str | None:
+    init = step.get("init_from")
+    if init is None:
+        return None
+    if init in previous:
+        return previous[init].checkpoint
+    return str(init)
+
+
+def run_step(cfg, name: str, step, out: Path, previous: dict[str, StepResult]) -> StepResult:
+    t0 = time.perf_counter()
+    pl.seed_everything(int(cfg.seed), workers=True)
+    step_dir = out / name
+    step_dir.mkdir(parents=True, exist_ok=True)
+    init = _init_checkpoint(step, previous)
+    cutoff = float(cfg.data.cutoff)
+    start, net, table, scalers = _starting_point(init, cfg, name)
+    path = cfg.data[step.level]
+    dm = BandGapDataModule(
+        path, element_table=table, cutoff=cutoff,
+        batch_size=int(step.get("batch_size") or cfg.data.batch_size),
+        split=cfg.data.split, num_workers=int(cfg.data.num_workers),
+        graph_cache=bool(cfg.data.graph_cache), min_labeled=int(cfg.data.min_labeled),
+        seed=int(cfg.seed), scalers=scalers, refit_target=step.target_scaler == "refit",
+        system=_system(cfg) if cfg.data.split.get("group_by") else None)
+    dm.setup()
+    lr = float(step.lr if step.get("lr") is not None else cfg.model.lr)
+    module = BandGapModule(net=net, scalers=dm.scalers.to_dict(), node_features=list(NODE_FEATURES),
+                           cutoff=cutoff, element_table=table, lr=lr,
+                           weight_decay=float(cfg.model.weight_decay),
+                           freeze_layers=int(step.freeze_layers), level=str(step.level))
+    if start is not None:
+        module.net.load_state_dict(start.net.state_dict())
+    hparams = {"step": name, "data": str(path), "init_from": init,
+               "split_source": dm.split_source, "n_dropped_unlabeled": dm.n_dropped,
+               **OmegaConf.to_container(cfg.model, resolve=True),
+               "step_cfg": OmegaConf.to_container(step, resolve=True), "seed": int(cfg.seed)}
+    logger = loggers.make_logger(cfg.logger, name, out, hparams)
+    callbacks = [instantiate(c, **({"dirpath": str(step_dir / "checkpoints")}
+                                   if "ModelCheckpoint" in c._target_ else {}))
+                 for c in (cfg.callbacks or {}).values()]
+    trainer = instantiate(cfg.trainer, max_epochs=int(step.max_epochs), callbacks=callbacks,
+                          logger=logger, default_root_dir=str(step_dir))
+    try:
+        trainer.fit(module, datamodule=dm)
+        fit_info = {"val/mae_best": float(trainer.callback_metrics.get("val/mae_best",
+                                                                       float("nan"))),
+                    "epochs": int(trainer.current_epoch)}
+        best = _best_checkpoint(trainer, step_dir)
+        if not Path(best).is_file():
+            trainer.save_checkpoint(best, weights_only=False)
+        model = BandGapModule.load_from_checkpoint(best, map_location="cpu",
+                                                   weights_only=True)
+        trainer.test(model, datamodule=dm, verbose=False)  # logs test/* to the logger
+        result = _finish_step(trainer, model, dm, name, step, path, best, step_dir, fit_info)
+        loggers.log_images(logger, {f"{name}/{k}": v for k, v in result.extra["figures"].items()})
+        loggers.log_checkpoint(logger, best, name, result.metrics)
+    finally:
+        loggers.finish(logger)
+    result.seconds = time.perf_counter() - t0
+    result.init_from = step.get("init_from")
+    result.extra["init_checkpoint"] = init
+    (step_dir / "metrics.json").write_text(json.dumps(asdict(result), indent=2))
+    log.info("step %s: test MAE %.4f eV (%d train / %d val / %d test), %.0f s", name,
+             result.metrics["test/mae"], result.counts["train"], result.counts["val"],
+             result.counts["test"], result.seconds)
+    return result
+
+
+def _starting_point(init: str | None, cfg, name: str):
+    """(pretrained module or None, net settings, element table, scalers or None) of a step.
+
+    A fine-tuned step takes architecture, element table and feature scalers from its
+    starting checkpoint, whatever ``cfg.model`` says; its graph cutoff must match.
+    """
+    if init is None:
+        return None, net_config(cfg.model), element_table(), None
+    start = BandGapModule.load_from_checkpoint(init, map_location="cpu", weights_only=True)
+    cutoff = float(cfg.data.cutoff)
+    if abs(float(start.hparams.cutoff) - cutoff) > 1e-9:
+        raise ValueError(f"{init}: trained with graph cutoff {start.hparams.cutoff} A, but "
+                         f"data.cutoff = {cutoff} A")
+    net = dict(start.hparams.net)
+    if net != net_config(cfg.model):
+        log.warning("step %s: the architecture comes from %s (%s), not from the model config",
+                    name, init, net)
+    return start, net, start.element_table.numpy(), dict(start.hparams.scalers)
+
+
+def _best_checkpoint(trainer, step_dir: Path) -> str:
+    """Path of the validation-best checkpoint; the final weights when none was kept
+    (no ModelCheckpoint callback, or fast_dev_run)."""
+    cb = trainer.checkpoint_callback
+    if cb is not None and cb.best_model_path:
+        return cb.best_model_path
+    return str(step_dir / "checkpoints" / "last.ckpt")
+
+
+def _system(cfg):
+    from capml.structures import System
+
+    return System.from_config(cfg.system)
+
+
+def _predict(trainer, model, loader) -> np.ndarray:
+    parts = trainer.predict(model, dataloaders=loader)
+    return torch.cat(parts).double().numpy() if parts else np.zeros(0)
+
+
+def regression_metrics(true_ev, pred_ev) -> dict[str, float]:
+    """MAE, RMSE, R^2 and max |error| (eV) of predictions."""
+    err = np.asarray(pred_ev) - np.asarray(true_ev)
+    ss_tot = float(np.sum((true_ev - np.mean(true_ev)) ** 2))
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
+            "r2": 1.0 - float(np.sum(err ** 2)) / ss_tot if ss_tot > 0 else float("nan"),
+            "max": float(np.max(np.abs(err)))}
+
+
+def _finish_step(trainer, model, dm, name, step, path, best, step_dir, fit_info) -> StepResult:
+    rows, figures, errors = [], {}, {}
+    metrics = {}
+    for split in ("train", "val", "test"):
+        meta = dm.meta_of(split)
+        pred = _predict(trainer, model, dm.loader(split))
+        m = regression_metrics(meta["band_gap"], pred)
+        metrics.update({f"{split}/{k}": v for k, v in m.items()})
+        errors[split] = pred - meta["band_gap"]
+        frame = pd.DataFrame({k: v for k, v in meta.items()})
+        frame["split"], frame["predicted_band_gap"] = split, pred
+        rows.append(frame)
+        if split != "val":
+            figures[f"parity_{split}"] = plots.parity_plot(
+                meta["band_gap"], pred, f"{name}: {split}", step_dir / f"parity_{split}.png")
+    figures["errors"] = plots.error_histogram(errors, f"{name}: errors",
+                                              step_dir / "errors.png")
+    pd.concat(rows).to_csv(step_dir / "predictions.csv", index=False)
+    metrics["val/mae_best"] = fit_info["val/mae_best"]
+    counts = {s: len(dm.datasets[s]) for s in ("train", "val", "test")}
+    return StepResult(name=name, level=str(step.level), data=str(path), checkpoint=str(best),
+                      metrics=metrics, counts=counts, epochs=fit_info["epochs"],
+                      seconds=0.0, extra={"figures": {k: str(v) for k, v in figures.items()},
+                                          "split_source": dm.split_source,
+                                          "n_dropped_unlabeled": dm.n_dropped})

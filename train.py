@@ -1,0 +1,22 @@
+"""Model training. Usage: python train.py [model=gnn|gnn_paper|mace] [stage=...] [-m sweep=...]"""
+
+import os
+
+import hydra
+
+os.environ.setdefault("CAPML_ROOT", os.path.dirname(os.path.abspath(__file__)))
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg):
+    if cfg.model.get("kind") == "mace":
+        from capml.training import mace_finetune
+
+        return mace_finetune.run(cfg)
+    from capml.training.run import objective
+
+    return objective(cfg)
+
+
+if __name__ == "__main__":
+    main()
