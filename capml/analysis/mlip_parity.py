@@ -45,7 +45,8 @@ def predict(calc, atoms_list) -> dict[str, np.ndarray]:
 
 
 def error_metrics(reference, predicted) -> dict[str, float]:
-    """MAE, RMSE, largest absolute error (units of the inputs) and R^2 of ``predicted``."""
+    """MAE, RMSE, largest absolute error (units of the inputs) and R^2 of ``predicted``
+    (None when the reference has no spread, e.g. a single energy)."""
     ref = np.asarray(reference, dtype=float).reshape(-1)
     pred = np.asarray(predicted, dtype=float).reshape(-1)
     if ref.shape != pred.shape or ref.size == 0:
@@ -54,7 +55,7 @@ def error_metrics(reference, predicted) -> dict[str, float]:
     ss_tot = float(np.sum((ref - ref.mean()) ** 2))
     return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
             "max": float(np.max(np.abs(err))),
-            "r2": float(1.0 - np.sum(err ** 2) / ss_tot) if ss_tot > 0 else float("nan")}
+            "r2": float(1.0 - np.sum(err ** 2) / ss_tot) if ss_tot > 0 else None}
 
 
 def parity_metrics(reference: dict, predicted: dict) -> dict[str, dict[str, float]]:
@@ -129,7 +130,7 @@ def parity_figure(reference: dict, predictions: dict[str, dict], metrics: dict[s
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
             ax.scatter(ref, pred, s=6 if key == "energy" else 2, alpha=0.6)
             m = metrics[name][key]
-            ax.text(0.04, 0.96, f"MAE {m['mae']:.3g} {err_units}\nR$^2$ {m['r2']:.4f}",
+            ax.text(0.04, 0.96, f"MAE {m['mae']:.3g} {err_units}" + _r2_text(m["r2"]),
                     transform=ax.transAxes, va="top", fontsize=9)
             ax.set_xlabel(f"reference {key} ({units})")
             ax.set_ylabel(f"{name} {key} ({units})")
@@ -166,7 +167,7 @@ def phonon_figure(title: str, reference: dict, predictions: dict[str, dict],
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.scatter(ref, pred, s=4, alpha=0.5, color=colors[k % len(colors)])
         m = metrics[name]
-        ax.text(0.04, 0.96, f"MAE {m['mae']:.3f} THz\nR$^2$ {m['r2']:.4f}",
+        ax.text(0.04, 0.96, f"MAE {m['mae']:.3f} THz" + _r2_text(m["r2"]),
                 transform=ax.transAxes, va="top", fontsize=9)
         ax.set_xlabel("reference frequency (THz)")
         ax.set_ylabel(f"{name} frequency (THz)")
@@ -189,3 +190,7 @@ def _dispersion(ax, band: dict, color, style, label) -> None:
     for p in pos:
         ax.axvline(p, color="0.8", lw=0.5)
     ax.set_xlim(pos[0], pos[-1])
+
+
+def _r2_text(r2) -> str:
+    return "" if r2 is None else f"\nR$^2$ {r2:.4f}"

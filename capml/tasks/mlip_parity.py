@@ -1,0 +1,147 @@
+"""``analyze.py task=mlip_parity``: interatomic potentials against their reference level.
+
+For every model in ``task.models`` (a .model file or a mace_mp name): energies per atom,
+force and stress components on the held-out labeled structures of ``task.data`` (the
+paper's Fig. 4), and the harmonic phonon dispersion of each structure in
+``task.phonons.structures`` against reference force constants on the same q-path,
+compared frequency by frequency (Fig. 5). A reference given as a phonopy yaml fixes the
+structure, supercell and primitive cell; without one, the parent cell of ``x`` is
+computed with ``task.reference_calculator`` (GFN2-xTB: about 6 displaced 40-atom cells,
+a few minutes).
+
+Held-out: with ``held_out: unseen`` the structures used for training or validation by any
+model (ids listed in the ``<model>.yaml`` written next to it by ``train.py model=mace``)
+are left out; models without that file (foundation models) never saw these data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from capml.analysis import mlip_parity as mp
+from capml.calculators.mlip import mlip
+from capml.data import read
+from capml.models.mace import looks_like_path
+from capml.simulation.phonopy_io import (
+    compute_force_constants,
+    load_phonopy,
+    make_phonopy,
+    save_phonopy,
+    to_ase_atoms,
+)
+from capml.structures import System
+from capml.training.mace_finetune import labeled
+
+log = logging.getLogger(__name__)
+
+
+def seen_ids(models: dict) -> set[str]:
+    """Ids of the structures each model was trained or validated on, from the
+    ``<stem>.yaml`` next to a model file (written by ``train.py model=mace``)."""
+    seen = set()
+    for model in models.values():
+        sidecar = Path(str(model)).with_suffix(".yaml")
+        if looks_like_path(model) and sidecar.is_file():
+            ids = (yaml.safe_load(sidecar.read_text()) or {}).get("ids") or {}
+            seen |= set(ids.get("train", [])) | set(ids.get("val", []))
+    return seen
+
+
+def held_out_set(path, models: dict, mode: str, max_structures, seed: int):
+    data = labeled(read(path))
+    if mode == "unseen":
+        seen = seen_ids(models)
+        data = data.subset(np.flatnonzero([i not in seen for i in data.meta["id"]]))
+    elif mode != "all":
+        raise ValueError(f"task.held_out={mode!r}: expected 'unseen' or 'all'")
+    if len(data) == 0:
+        raise ValueError(f"{path}: no labeled structures left to evaluate (held_out={mode})")
+    if max_structures is not None and len(data) > int(max_structures):
+        pick = np.sort(np.random.default_rng(seed).choice(len(data), int(max_structures),
+                                                          replace=False))
+        data = data.subset(pick)
+    return data
+
+
+def reference_phonons(spec, system: System, calculator_cfg, distance: float, out: Path):
+    """Reference phonopy object of one structure: loaded, or computed and saved."""
+    if spec.get("reference"):
+        return load_phonopy(spec.reference)
+    labeler = instantiate(calculator_cfg)
+    log.info("phonons %s: reference force constants with %s", spec.name, labeler.level)
+    ph = make_phonopy(system.parent(float(spec.x)), system.supercell)
+    compute_force_constants(ph, labeler.build(**labeler.settings), distance=distance)
+    save_phonopy(ph, out / f"phonons_{spec.name}_reference.yaml")
+    return ph
+
+
+def run(cfg: DictConfig) -> dict:
+    t = cfg.task
+    out = Path(t.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    models = dict(t.models or {})
+    if not models:
+        raise ValueError("task.models is empty: give {name: .model path or mace_mp name}")
+    calcs = {name: mlip(m, device=t.device, dtype=t.dtype) for name, m in models.items()}
+
+    data = held_out_set(t.data, models, t.held_out, t.max_structures, int(cfg.seed))
+    log.info("parity on %d held-out structures of %s", len(data), t.data)
+    ref = mp.reference_values(data)
+    atoms = data.to_atoms()
+    preds = {name: mp.predict(calc, atoms) for name, calc in calcs.items()}
+    parity = {name: mp.parity_metrics(ref, p) for name, p in preds.items()}
+    mp.parity_figure(ref, preds, parity).savefig(out / "parity.png", dpi=150)
+
+    phonons = {}
+    system = System.from_config(cfg.system)
+    for spec in t.phonons.structures:
+        ref_ph = reference_phonons(spec, system, t.reference_calculator,
+                                   float(t.phonons.distance), out)
+        path = mp.band_path(ref_ph, int(t.phonons.npoints))
+        ref_band = mp.band_frequencies(ref_ph, path)
+        unitcell = to_ase_atoms(ref_ph.unitcell)
+        bands, phonons[spec.name] = {}, {}
+        for name, calc in calcs.items():
+            ph = make_phonopy(unitcell, ref_ph.supercell_matrix, ref_ph.primitive_matrix)
+            compute_force_constants(ph, calc, distance=float(t.phonons.distance))
+            save_phonopy(ph, out / f"phonons_{spec.name}_{name}.yaml")
+            bands[name] = mp.band_frequencies(ph, path)
+            phonons[spec.name][name] = mp.frequency_metrics(ref_band["frequencies"],
+                                                            bands[name]["frequencies"])
+            log.info("phonons %s, %s: MAE %.3f THz over %d frequencies", spec.name, name,
+                     phonons[spec.name][name]["mae"], phonons[spec.name][name]["n"])
+        mp.phonon_figure(spec.name, ref_band, bands, phonons[spec.name]).savefig(
+            out / f"phonons_{spec.name}.png", dpi=150)
+
+    result = {"data": str(t.data), "n_structures": len(data),
+              "ids": [str(i) for i in data.meta["id"]], "models": {k: str(v) for k, v in
+                                                                   models.items()},
+              "parity": parity, "phonons": phonons}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    _write_csv(out / "parity_metrics.csv",
+               [{"model": n, "quantity": q, **m} for n, per in parity.items()
+                for q, m in per.items()])
+    _write_csv(out / "phonon_metrics.csv",
+               [{"structure": s, "model": n, "mae_thz": m["mae"], "rmse_thz": m["rmse"],
+                 "max_thz": m["max"], "r2": m["r2"], "n": m["n"],
+                 "n_imaginary_reference": m["n_imaginary_reference"],
+                 "n_imaginary_predicted": m["n_imaginary_predicted"]}
+                for s, per in phonons.items() for n, m in per.items()])
+    return result
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

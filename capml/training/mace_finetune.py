@@ -1,0 +1,413 @@
+"""``python train.py model=mace``: a MACE potential from the low-level data, through mace-torch's
+own trainer (``mace.cli.run_train``, run in a subprocess because it sets torch's global dtype).
+
+Steps: labeled rows of ``cfg.data.low_level`` (label_status ok, finite energy, forces,
+stress) -> a train/valid/test split (the file's stored split, else seeded and stratified
+by composition and method, ``capml.data.splits``) -> extxyz with mace's REF_ keys -> E0s ->
+``mace_run_train`` from a foundation model (``model.foundation``: mace_mp name or local
+file) or from scratch (``model.foundation=null``) -> checks that what ran is what was asked
+(multihead replay on/off, loss and stress weight, foundation) -> held-out metrics of the
+starting and the trained model -> ``<name>.model``, ``<name>.yaml`` (what was trained, on
+what, how long) and ``<name>_metrics.json`` in the run directory, copied to
+``model.export_dir`` when set (the bundled demo potential is made that way).
+
+E0s (isolated-atom reference energies). In these data every cell has the same Ag:S ratio
+(Ag24 S8 X8), so the least-squares ``average`` E0s are rank deficient: only two combinations
+of the four elemental energies are determined and mace's minimum-norm solution splits the
+rest arbitrarily. ``e0s: auto`` therefore uses ``estimated`` with a foundation model (the
+foundation's E0s plus the minimum-norm least-squares shift that removes its systematic
+energy offset on the training data) and, from scratch, ``isolated``: isolated-atom energies
+computed with the reference calculator at the very settings that labeled the data, so the
+model learns the cohesive energy. ``average`` is refused when it is rank deficient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from ase.data import atomic_numbers, chemical_symbols
+from omegaconf import DictConfig, OmegaConf
+
+from capml.data import StructureSet, read, read_attrs
+from capml.data.interchange import write_extxyz
+from capml.data.splits import SPLITS, assign_splits
+from capml.utils.torch_compat import import_mace
+
+log = logging.getLogger(__name__)
+
+STRESS_LOSSES = {"stress": "WeightedEnergyForcesStressLoss",
+                 "huber": "WeightedHuberEnergyForcesStressLoss", "universal": "UniversalLoss"}
+# mace replays Materials Project data for these names without --pt_train_file (run_train.py)
+MP_REPLAY_NAMES = ("small", "medium", "large")
+_META_TO_XYZ = ("id", "x", "method", "temperature", "amplitude")
+_MULTIHEAD_LINE = "Using multiheads finetuning mode"
+
+
+# ------------------------------------------------------------------------ data
+def labeled(data: StructureSet) -> StructureSet:
+    """Rows with label_status 'ok' (when the column exists) and finite energy, forces and
+    stress."""
+    ok = data.has_label("energy") & data.has_label("forces") & data.has_label("stress")
+    if "label_status" in data.meta:
+        ok &= data.meta["label_status"] == "ok"
+    return data.subset(np.flatnonzero(ok))
+
+
+def split_data(data: StructureSet, valid_fraction: float, test_fraction: float,
+               seed: int) -> dict[str, StructureSet]:
+    """Train/val/test parts: the file's stored ``split`` when every row has one, else
+    ``capml.data.splits.assign_splits`` (seeded, stratified by composition and method)."""
+    stored = data.meta.get("split")
+    if stored is not None and np.all(stored != ""):
+        bad = set(stored) - set(SPLITS)
+        if bad:
+            raise ValueError(f"data column 'split' holds {sorted(bad)}; expected {SPLITS}")
+        split = stored
+    else:
+        fractions = (1.0 - valid_fraction - test_fraction, valid_fraction, test_fraction)
+        n = len(data)
+        split = assign_splits(data.meta.get("x", np.full(n, np.nan)),
+                              data.meta.get("method", np.full(n, "", dtype=object)),
+                              seed, fractions)
+    parts = {name: data.subset(np.flatnonzero(split == name)) for name in SPLITS}
+    for name in ("train", "val"):
+        if len(parts[name]) == 0:
+            raise ValueError(f"the '{name}' split is empty ({len(data)} labeled structures, "
+                             f"valid_fraction={valid_fraction}, test_fraction={test_fraction}):"
+                             " label more structures or change the fractions")
+    return parts
+
+
+def for_mace(data: StructureSet) -> StructureSet:
+    """Copy with only the simple metadata columns (free-text notes stay out of the extxyz)."""
+    return dataclasses.replace(data, meta={k: v for k, v in data.meta.items()
+                                           if k in _META_TO_XYZ})
+
+
+# ------------------------------------------------------------------------- E0s
+def composition_matrix(data: StructureSet) -> tuple[np.ndarray, list[int]]:
+    """[N, n_elements] atom counts per structure and the sorted atomic numbers."""
+    zs = sorted(set(int(z) for z in data.numbers))
+    off = data.offsets
+    counts = np.array([[np.sum(data.numbers[off[i]:off[i + 1]] == z) for z in zs]
+                       for i in range(len(data))], dtype=float)
+    return counts, zs
+
+
+def isolated_atom_energies(labeler, zs, data_attrs: dict | None = None) -> dict[int, float]:
+    """Energies (eV) of isolated, non-periodic atoms with the reference labeler, at the
+    settings recorded in the data file for that level when present (same SCF settings as
+    the labels)."""
+    from ase import Atoms
+
+    recorded = ((data_attrs or {}).get("calculators") or {}).get(labeler.level)
+    if recorded:
+        labeler = dataclasses.replace(labeler, settings=dict(recorded["settings"]))
+    labeler = dataclasses.replace(labeler, properties=("energy",))
+    out = {}
+    for z in zs:
+        labels, _ = labeler(Atoms(numbers=[z], pbc=False))
+        out[int(z)] = float(labels["energy"])
+    return out
+
+
+def e0s_argument(spec, data: StructureSet, foundation, labeler_factory,
+                 data_attrs: dict | None = None) -> tuple[str, str, dict[int, float] | None]:
+    """(value of mace's --E0s, the method used, the E0s in eV by Z when known up front)."""
+    counts, zs = composition_matrix(data)
+    if isinstance(spec, (dict, DictConfig)):
+        e0 = {atomic_numbers[str(k)] if not str(k).isdigit() else int(k): float(v)
+              for k, v in dict(spec).items()}
+        missing = [chemical_symbols[z] for z in zs if z not in e0]
+        if missing:
+            raise ValueError(f"model.e0s lacks {missing} (the training data holds "
+                             f"{[chemical_symbols[z] for z in zs]})")
+        return _e0_dict(e0, zs), "given", {z: e0[z] for z in zs}
+    method = str(spec)
+    if method == "auto":
+        method = "estimated" if foundation is not None else "isolated"
+    if method in ("estimated", "foundation"):
+        if foundation is None:
+            raise ValueError(f"model.e0s={method} needs model.foundation (use 'isolated' or a "
+                             "{element: eV} mapping to train from scratch)")
+        return method, method, None
+    if method == "isolated":
+        labeler = labeler_factory()
+        levels = set(data.meta.get("level", np.array([""]))) - {""}
+        if levels and levels != {labeler.level}:
+            raise ValueError(f"model.e0s=isolated computes E0s with '{labeler.level}' "
+                             f"(model.e0s_calculator) but the data are labeled with "
+                             f"{sorted(levels)}; give model.e0s as {{element: eV}} at that level")
+        e0 = isolated_atom_energies(labeler, zs, data_attrs)
+        return _e0_dict(e0, zs), f"isolated ({labeler.level})", e0
+    if method == "average":
+        rank = np.linalg.matrix_rank(counts)
+        if rank < len(zs):
+            raise ValueError(
+                f"model.e0s=average is ill-conditioned here: the composition matrix of the "
+                f"training data has rank {rank} for {len(zs)} elements (fixed stoichiometry), "
+                "so the elemental energies are not determined. Use 'isolated', 'estimated' "
+                "(with a foundation) or an {element: eV} mapping")
+        return "average", "average", None
+    raise ValueError(f"model.e0s='{spec}': expected auto | isolated | estimated | foundation | "
+                     "average | {element: eV}")
+
+
+def _e0_dict(e0: dict[int, float], zs) -> str:
+    return "{" + ", ".join(f"{z}: {e0[z]!r}" for z in zs) + "}"
+
+
+# -------------------------------------------------------------- trainer command
+def check_request(mcfg) -> None:
+    """Fail before training on settings mace would silently ignore or change."""
+    loss = str(mcfg.mace.loss)
+    if float(mcfg.mace.get("stress_weight", 0.0)) > 0 and loss not in STRESS_LOSSES:
+        raise ValueError(f"model.mace.stress_weight={mcfg.mace.stress_weight} has no effect "
+                         f"with model.mace.loss={loss}: use one of {sorted(STRESS_LOSSES)}")
+    if mcfg.multihead_finetuning:
+        if mcfg.foundation is None:
+            raise ValueError("model.multihead_finetuning=true needs model.foundation")
+        if mcfg.pt_train_file is None and str(mcfg.foundation) not in MP_REPLAY_NAMES:
+            raise ValueError(
+                f"model.multihead_finetuning=true with foundation '{mcfg.foundation}' needs "
+                "model.pt_train_file (replay data): mace switches replay off silently "
+                f"without it for any foundation but {MP_REPLAY_NAMES} (mace issue #1443)")
+
+
+def trainer_args(options: dict) -> list[str]:
+    """mace_run_train command-line arguments from {option: value}; unknown options and
+    flags the command line cannot express raise ValueError."""
+    tools = import_mace("mace.tools")
+    actions = {a.option_strings[0][2:]: a for a in tools.build_default_arg_parser()._actions
+               if a.option_strings}
+    unknown = sorted(set(options) - set(actions))
+    if unknown:
+        raise ValueError(f"model.mace: unknown mace_run_train options {unknown}")
+    argv = []
+    for key, value in options.items():
+        action = actions[key]
+        if value is None:
+            continue
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            wanted = isinstance(action, argparse._StoreTrueAction)
+            if bool(value) == wanted:
+                argv.append(f"--{key}")
+            elif bool(value) != bool(action.default):
+                raise ValueError(f"model.mace.{key}={value}: mace_run_train cannot set this")
+            continue
+        if isinstance(value, (list, tuple, dict)):
+            value = repr(value)
+        argv.append(f"--{key}={value}")
+    return argv
+
+
+def wandb_options(logger_cfg, out_dir: Path) -> tuple[dict, dict]:
+    """mace's W&B options and environment from the run's ``logger`` config (a W&B logger
+    entry with project/entity/name/save_dir/offline; runs go to ``save_dir`` or the run
+    directory), or nothing."""
+    if not logger_cfg:
+        return {}, {}
+    entries = [logger_cfg] + [v for v in logger_cfg.values() if isinstance(v, DictConfig)]
+    for entry in entries:
+        if "wandb" in str(entry.get("_target_", "")).lower():
+            opts = {"wandb": True, "wandb_project": entry.get("project") or "capml",
+                    "wandb_entity": entry.get("entity"), "wandb_name": entry.get("name"),
+                    "wandb_dir": str(Path(entry.get("save_dir") or out_dir).resolve())}
+            return opts, ({"WANDB_MODE": "offline"} if entry.get("offline") else {})
+    return {}, {}
+
+
+def run_trainer(argv: list[str], log_path: Path, env: dict | None = None) -> float:
+    """Run ``python -m mace.cli.run_train`` (output to ``log_path``); wall seconds."""
+    cmd = [sys.executable, "-m", "mace.cli.run_train", *argv]
+    t0 = time.perf_counter()
+    with open(log_path, "w") as fh:
+        fh.write(" ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                              env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-25:])
+        raise RuntimeError(f"mace_run_train failed (exit {proc.returncode}); log {log_path}:\n"
+                           f"{tail}")
+    return seconds
+
+
+def verify_run(log_text: str, heads: list[str], mcfg) -> dict:
+    """What the trainer actually did, read from its log and the saved model; raises
+    RuntimeError where it differs from the request."""
+    multihead = _MULTIHEAD_LINE in log_text or "pt_head" in heads
+    if multihead != bool(mcfg.multihead_finetuning):
+        raise RuntimeError(f"asked for multihead_finetuning={mcfg.multihead_finetuning} but "
+                           f"mace ran with multihead={multihead} (heads {heads})")
+    m = re.search(r"(\w+Loss)\(energy_weight=([\d.]+), forces_weight=([\d.]+)"
+                  r"(?:, stress_weight=([\d.]+))?\)", log_text)
+    if m is None:
+        raise RuntimeError("the trainer log does not name its loss function")
+    loss_cls, stress_w = m.group(1), float(m.group(4)) if m.group(4) else 0.0
+    want = float(mcfg.mace.get("stress_weight", 0.0))
+    if str(mcfg.mace.loss) in STRESS_LOSSES and (
+            loss_cls != STRESS_LOSSES[str(mcfg.mace.loss)] or abs(stress_w - want) > 1e-6):
+        raise RuntimeError(f"asked for loss={mcfg.mace.loss} with stress_weight={want}, "
+                           f"mace ran {m.group(0)}")
+    if mcfg.foundation is not None and "as initial checkpoint" not in log_text:
+        raise RuntimeError(f"asked to start from {mcfg.foundation} but the trainer log does "
+                           "not report loading a foundation model")
+    e0 = re.search(r"Atomic Energies used \(z: eV\) for head Default: \{([^}]*)\}", log_text)
+    e0s = ({int(z): float(v) for z, v in (p.split(":") for p in e0.group(1).split(","))}
+           if e0 else None)
+    return {"multihead_finetuning": multihead, "heads": heads, "loss": m.group(0),
+            "e0s": e0s}
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluate(model, data: StructureSet, device: str, dtype: str) -> tuple[dict, dict]:
+    """Parity metrics (meV/atom, meV/A, meV/A^3) of ``model`` on ``data`` and its
+    predictions (``mlip_parity.predict`` arrays)."""
+    from capml.analysis.mlip_parity import parity_metrics, predict, reference_values
+    from capml.calculators.mlip import mlip
+
+    pred = predict(mlip(model, device=device, dtype=dtype), data.to_atoms())
+    return parity_metrics(reference_values(data), pred), pred
+
+
+# ------------------------------------------------------------------------ run
+def run(cfg: DictConfig) -> float:
+    """Train (or fine-tune) a MACE potential; returns the validation force MAE (meV/A)."""
+    from hydra.utils import instantiate
+
+    from capml.models import mace as mace_models
+
+    mcfg = cfg.model
+    check_request(mcfg)
+    out = Path(cfg.paths.output_dir)
+    work = out / "mace"
+    work.mkdir(parents=True, exist_ok=True)
+    foundation = resolve_foundation(mcfg.foundation)
+
+    source = Path(cfg.data.low_level)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such data file (cfg.data.low_level)")
+    data = labeled(read(source))
+    parts = split_data(data, float(mcfg.valid_fraction), float(mcfg.test_fraction),
+                       int(cfg.seed))
+    log.info("%s: %d labeled structures -> train %d, valid %d, test %d", source, len(data),
+             *(len(parts[k]) for k in SPLITS))
+    files = {k: write_extxyz(work / f"{k}.xyz", for_mace(parts[k]))
+             for k in SPLITS if len(parts[k])}
+    e0_arg, e0_method, _ = e0s_argument(mcfg.e0s, parts["train"], foundation,
+                                        lambda: instantiate(mcfg.e0s_calculator),
+                                        read_attrs(source))
+
+    wandb_opts, env = wandb_options(cfg.get("logger"), out)
+    options = {**OmegaConf.to_container(mcfg.mace, resolve=True), **wandb_opts,
+               "name": mcfg.name, "seed": int(cfg.seed), "work_dir": str(work),
+               "device": mcfg.device, "default_dtype": mcfg.dtype,
+               "train_file": str(files["train"]), "valid_file": str(files["val"]),
+               "test_file": str(files["test"]) if "test" in files else None,
+               "E0s": e0_arg, "foundation_model": foundation,
+               "multiheads_finetuning": bool(mcfg.multihead_finetuning) if foundation else None,
+               "pt_train_file": mcfg.pt_train_file, "save_cpu": mcfg.device != "cpu"}
+    argv = trainer_args(options)
+    log.info("mace_run_train %s", " ".join(argv))
+    seconds = run_trainer(argv, out / "mace_train.log", env)
+    log.info("training took %.0f s", seconds)
+
+    stage_two = work / f"{mcfg.name}_stagetwo.model"
+    model_path = out / f"{mcfg.name}.model"
+    shutil.copyfile(stage_two if mcfg.mace.get("swa") and stage_two.exists()
+                    else work / f"{mcfg.name}.model", model_path)
+    module = mace_models.load(model_path, dtype=None)
+    ran = verify_run((out / "mace_train.log").read_text(), list(getattr(module, "heads", [])),
+                     mcfg)
+    metrics = evaluate_splits(parts, model_path, foundation, mcfg.device, mcfg.dtype, out)
+
+    record = {
+        "model": mace_models.describe(module),
+        "training": {
+            "command": _command_line(), "data": _relative(source, cfg.paths.root_dir),
+            "n_labeled": len(data), "n_train": len(parts["train"]),
+            "n_valid": len(parts["val"]), "n_test": len(parts["test"]),
+            "foundation": mcfg.foundation, "e0s_method": e0_method,
+            "e0s_eV": {chemical_symbols[z]: v for z, v in (ran["e0s"] or {}).items()},
+            "multihead_finetuning": ran["multihead_finetuning"], "loss": ran["loss"],
+            "seconds": round(seconds, 1), "seed": int(cfg.seed),
+            "mace_version": import_mace("mace.__version__").__version__,
+            "trainer_args": argv,
+        },
+        "config": OmegaConf.to_container(mcfg, resolve=True),
+        "ids": {k: [str(i) for i in parts[k].meta["id"]] for k in SPLITS},
+    }
+    written = [model_path, out / f"{mcfg.name}.yaml", out / f"{mcfg.name}_metrics.json"]
+    written[1].write_text(yaml.safe_dump(record, sort_keys=False))
+    written[2].write_text(json.dumps(metrics, indent=2))
+    if mcfg.export_dir:
+        dest = Path(mcfg.export_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in written:
+            shutil.copyfile(f, dest / f.name)
+        log.info("exported %s to %s", [f.name for f in written], dest)
+    log.info("held-out (test) metrics of %s: %s", model_path,
+             json.dumps(metrics.get("test", {}).get("trained", {})))
+    val_force = metrics["val"]["trained"]["forces"]["mae"]
+    return float(val_force)
+
+
+def resolve_foundation(foundation) -> str | None:
+    """The foundation as mace's trainer should get it: an absolute path for a file, the
+    name for a mace_mp model (checked to be cached or downloadable first)."""
+    from capml.models import mace as mace_models
+
+    if foundation is None:
+        return None
+    path = mace_models.resolve(foundation)  # a clear error for a missing file / no internet
+    return str(path) if mace_models.looks_like_path(foundation) else str(foundation)
+
+
+def evaluate_splits(parts: dict, model_path: Path, foundation, device: str, dtype: str,
+                    out: Path) -> dict:
+    """Metrics of the trained model (and the starting model, when fine-tuning) on the
+    validation and test structures; the test parity figure (Fig. 4) to ``out``."""
+    from capml.analysis.mlip_parity import parity_figure, reference_values
+
+    models = {"trained": model_path} | ({"start": foundation} if foundation else {})
+    metrics = {"units": {"energy": "meV/atom", "forces": "meV/A", "stress": "meV/A^3"}}
+    for split in ("val", "test"):
+        if not len(parts[split]):
+            continue
+        results = {label: evaluate(m, parts[split], device, dtype) for label, m in models.items()}
+        metrics[split] = {label: r[0] for label, r in results.items()}
+        if split == "test":
+            fig = parity_figure(reference_values(parts[split]),
+                                {label: r[1] for label, r in results.items()}, metrics[split])
+            fig.savefig(out / "parity_test.png", dpi=150)
+    return metrics
+
+
+def _command_line() -> str:
+    """``python train.py <overrides>`` of this run, when it runs under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    return " ".join(["python train.py", *HydraConfig.get().overrides.task])
+
+
+def _relative(path: Path, root) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,255 @@
+"""MACE training through mace's own trainer: offline, as mace's own tests do it.
+
+A tiny MACE is trained from scratch on one level (EMT), saved, and fine-tuned as the
+"foundation" on a second level (EMT plus a Morse pair term); the held-out errors of both
+are compared on structures neither saw. Plus the pure pieces: splits, E0s, the trainer
+command, the check of what the trainer ran.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.mixing import SumCalculator
+from ase.calculators.morse import MorsePotential
+from ase.calculators.singlepoint import SinglePointCalculator
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from capml.data import StructureSet, write
+from capml.training import mace_finetune as mf
+
+TINY = ["model.mace.hidden_irreps=8x0e", "model.mace.r_max=4.5", "model.mace.max_ell=1",
+        "model.mace.correlation=2", "model.mace.num_interactions=1",
+        "model.mace.radial_MLP=[16]", "model.mace.batch_size=4",
+        "model.valid_fraction=0.1", "model.test_fraction=0.2"]
+STRONG_STRESS = ["model.mace.stress_weight=1000.0", "model.mace.swa_stress_weight=1000.0"]
+
+
+def cuau_set(n: int, seed: int, level: str, calc) -> StructureSet:
+    """Cu6Au2 cells (two fcc cubes), strained by up to 3 % and rattled by 0.08 A."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        atoms = bulk("Cu", "fcc", a=3.75, cubic=True) * (2, 1, 1)
+        atoms.symbols[rng.choice(len(atoms), 2, replace=False)] = "Au"
+        atoms.set_cell(atoms.cell * (1 + rng.uniform(-0.03, 0.03)), scale_atoms=True)
+        atoms.positions += rng.normal(0, 0.08, atoms.positions.shape)
+        atoms.calc = calc
+        res = dict(energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                   stress=atoms.get_stress())
+        atoms.calc = SinglePointCalculator(atoms, **res)
+        atoms.info.update(id=f"{level}-{i:03d}", level=level, label_status="ok",
+                          method="uniform", x=0.25)
+        frames.append(atoms)
+    return StructureSet.from_atoms(frames)
+
+
+def second_level():
+    return SumCalculator([EMT(), MorsePotential(epsilon=0.1, r0=2.6, rho0=6.0)])
+
+
+@pytest.fixture(scope="module")
+def foundation(tmp_path_factory):
+    """A tiny MACE trained from scratch on EMT data through ``train.py model=mace``."""
+    from conftest import compose_cfg
+
+    root = tmp_path_factory.mktemp("foundation")
+    write(root / "emt.h5", cuau_set(30, 0, "emt", EMT()))
+    cfg = compose_cfg("train", ["model=mace", f"data.low_level={root / 'emt.h5'}",
+                                "calculator@model.e0s_calculator=emt", "model.name=tiny",
+                                "model.mace.max_num_epochs=10", "model.mace.start_swa=8",
+                                *TINY], root / "run")
+    mf.run(cfg)
+    return root / "run" / "tiny.model"
+
+
+@pytest.fixture(scope="module")
+def finetune_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("finetune") / "emt_morse.h5"
+    write(path, cuau_set(40, 1, "emt+morse", second_level()))
+    return path
+
+
+def finetune(foundation, data, out, *overrides):
+    from conftest import compose_cfg
+
+    cfg = compose_cfg("train", ["model=mace", f"data.low_level={data}",
+                                f"model.foundation={foundation}", "model.name=ft",
+                                "model.mace.max_num_epochs=8", "model.mace.start_swa=6",
+                                "model.mace.lr=0.005", f"model.export_dir={out / 'export'}",
+                                *TINY, *overrides], out)
+    mf.run(cfg)
+    return (json.loads((out / "ft_metrics.json").read_text()),
+            yaml.safe_load((out / "ft.yaml").read_text()))
+
+
+@pytest.fixture(scope="module")
+def finetuned(foundation, finetune_data, tmp_path_factory):
+    """Fine-tuned with a stress weight large enough to matter in a few epochs (stress
+    errors in eV/A^3 are small numbers: with the paper's 10 the term is ~1 % of the loss)."""
+    return finetune(foundation, finetune_data, tmp_path_factory.mktemp("ft"), *STRONG_STRESS)
+
+
+def test_finetuning_lowers_the_held_out_error_of_the_foundation(finetuned):
+    metrics, record = finetuned
+    test = metrics["test"]
+    assert test["trained"]["forces"]["mae"] < 0.8 * test["start"]["forces"]["mae"]
+    assert test["trained"]["energy"]["mae"] < test["start"]["energy"]["mae"]
+    ids = record["ids"]
+    assert set(ids["test"]).isdisjoint(ids["train"]) and set(ids["test"]).isdisjoint(ids["val"])
+    assert len(ids["test"]) == record["training"]["n_test"] > 0
+
+
+def test_what_ran_is_what_was_asked(finetuned, foundation):
+    _, record = finetuned
+    training = record["training"]
+    assert training["multihead_finetuning"] is False
+    assert training["e0s_method"] == "estimated"
+    assert set(training["e0s_eV"]) == {"Cu", "Au"}
+    assert training["loss"].startswith("UniversalLoss(") and "stress_weight=1000.000" in \
+        training["loss"]
+    assert "--multiheads_finetuning=False" in training["trainer_args"]
+    assert f"--foundation_model={foundation}" in training["trainer_args"]
+    assert record["model"]["heads"] == ["Default"]
+    assert record["model"]["dtype"] == "float64"
+    assert record["model"]["r_max"] == pytest.approx(4.5)  # the foundation's
+
+
+def test_export_copies_model_and_sidecars(finetuned, tmp_path_factory):
+    metrics, record = finetuned
+    exported = {p.name for p in tmp_path_factory.getbasetemp().glob("ft*/export/*")}
+    assert {"ft.model", "ft.yaml", "ft_metrics.json"} <= exported
+
+
+@pytest.mark.slow
+def test_stress_weight_changes_the_stress_error(foundation, finetune_data, finetuned,
+                                                tmp_path):
+    with_stress = finetuned[0]["test"]["trained"]["stress"]["mae"]
+    metrics, record = finetune(foundation, finetune_data, tmp_path,
+                               "model.mace.stress_weight=0.0",
+                               "model.mace.swa_stress_weight=0.0")
+    assert "stress_weight=0.000" in record["training"]["loss"]
+    assert metrics["test"]["trained"]["stress"]["mae"] > 1.5 * with_stress
+
+
+# ------------------------------------------------------------------ pure pieces
+def test_split_uses_the_stored_column_when_complete():
+    data = cuau_set(10, 2, "emt", EMT())
+    data.meta["split"] = np.array(["train"] * 6 + ["val"] * 2 + ["test"] * 2, dtype=object)
+    parts = mf.split_data(data, 0.05, 0.1, seed=0)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [6, 2, 2]
+    data.meta["split"][0] = "holdout"
+    with pytest.raises(ValueError, match="holdout"):
+        mf.split_data(data, 0.05, 0.1, seed=0)
+
+
+def test_split_is_seeded_and_complete():
+    data = cuau_set(30, 3, "emt", EMT())
+    a = mf.split_data(data, 0.1, 0.2, seed=4)
+    b = mf.split_data(data, 0.1, 0.2, seed=4)
+    assert [list(a[k].meta["id"]) for k in a] == [list(b[k].meta["id"]) for k in b]
+    assert sum(len(p) for p in a.values()) == 30 and len(a["test"]) == 6
+
+
+def test_labeled_keeps_only_ok_rows_with_finite_labels():
+    data = cuau_set(4, 5, "emt", EMT())
+    data.meta["label_status"][1] = "failed: SCF"
+    data.labels["energy"][2] = np.nan
+    assert list(mf.labeled(data).meta["id"]) == ["emt-000", "emt-003"]
+
+
+def test_average_e0s_refused_for_fixed_stoichiometry(system):
+    rng = np.random.default_rng(0)
+    cells = [system.random_solid_solution(x, rng) for x in (0.25, 0.5, 0.75, 1.0)]
+    data = StructureSet.from_atoms(cells)
+    counts, zs = mf.composition_matrix(data)
+    assert zs == [16, 35, 47, 53] and np.linalg.matrix_rank(counts) == 2
+    with pytest.raises(ValueError, match="rank 2 for 4 elements"):
+        mf.e0s_argument("average", data, None, None)
+    varied = cuau_set(3, 0, "emt", EMT())
+    varied.numbers[varied.offsets[1]] = 79  # Cu5Au3 next to Cu6Au2: rank 2 of 2
+    assert mf.e0s_argument("average", varied, None, None)[0] == "average"
+
+
+def test_isolated_e0s_are_isolated_atom_energies_at_the_data_level():
+    data = cuau_set(3, 0, "emt", EMT())
+    lab = instantiate(OmegaConf.create({"_target_": "capml.calculators.reference."
+                                        "ase_calculator", "level": "emt",
+                                        "calculator": {"_target_": "ase.calculators.emt.EMT",
+                                                       "_partial_": True}}))
+    arg, method, e0 = mf.e0s_argument("auto", data, None, lambda: lab)
+    from ase import Atoms
+
+    for z in (29, 79):
+        atom = Atoms(numbers=[z], pbc=False)
+        atom.calc = EMT()
+        assert e0[z] == pytest.approx(atom.get_potential_energy())
+    assert method == "isolated (emt)" and arg.startswith("{29: ")
+    other = cuau_set(2, 0, "emt+morse", second_level())
+    with pytest.raises(ValueError, match="emt\\+morse"):
+        mf.e0s_argument("isolated", other, None, lambda: lab)
+
+
+def test_e0s_choices_need_what_they_need():
+    data = cuau_set(2, 0, "emt", EMT())
+    with pytest.raises(ValueError, match="needs model.foundation"):
+        mf.e0s_argument("estimated", data, None, None)
+    assert mf.e0s_argument("auto", data, "/f.model", None)[:2] == ("estimated", "estimated")
+    with pytest.raises(ValueError, match="lacks \\['Au'\\]"):
+        mf.e0s_argument({"Cu": -1.0}, data, None, None)
+    arg, method, e0 = mf.e0s_argument({"Cu": -1.0, "Au": -2.5}, data, None, None)
+    assert arg == "{29: -1.0, 79: -2.5}" and method == "given"
+
+
+def test_requests_mace_would_ignore_are_refused(cfg_factory):
+    cfg = cfg_factory("train", "model=mace", "model.mace.loss=weighted")
+    with pytest.raises(ValueError, match="stress_weight=10.0 has no effect"):
+        mf.check_request(cfg.model)
+    cfg = cfg_factory("train", "model=mace", "model.foundation=/some/local.model",
+                      "model.multihead_finetuning=true")
+    with pytest.raises(ValueError, match="pt_train_file"):
+        mf.check_request(cfg.model)
+
+
+def test_trainer_arguments():
+    argv = mf.trainer_args({"ema": True, "swa": False, "r_max": 5.0, "radial_MLP": [8, 8],
+                            "foundation_model": None, "E0s": "{29: -1.0}"})
+    assert argv == ["--ema", "--r_max=5.0", "--radial_MLP=[8, 8]", "--E0s={29: -1.0}"]
+    with pytest.raises(ValueError, match="no_such_option"):
+        mf.trainer_args({"no_such_option": 1})
+    with pytest.raises(ValueError, match="amsgrad"):
+        mf.trainer_args({"amsgrad": False})
+
+
+def test_verify_run_catches_silent_changes(cfg_factory):
+    cfg = cfg_factory("train", "model=mace", "model.foundation=/f.model")
+    log = ("INFO: Using foundation model /f.model as initial checkpoint.\n"
+           "INFO: UniversalLoss(energy_weight=1.000, forces_weight=150.000, "
+           "stress_weight=10.000)\n"
+           "INFO: Atomic Energies used (z: eV) for head Default: {29: -1.5, 79: -2.0}\n")
+    ran = mf.verify_run(log, ["Default"], cfg.model)
+    assert ran["e0s"] == {29: -1.5, 79: -2.0} and ran["multihead_finetuning"] is False
+    with pytest.raises(RuntimeError, match="multihead"):
+        mf.verify_run(log + "INFO: Using multiheads finetuning mode\n", ["pt_head", "Default"],
+                      cfg.model)
+    with pytest.raises(RuntimeError, match="stress_weight=10.0"):
+        mf.verify_run(log.replace("stress_weight=10.000", "stress_weight=0.000"), ["Default"],
+                      cfg.model)
+    cfg.model.multihead_finetuning = True
+    with pytest.raises(RuntimeError, match="multihead"):
+        mf.verify_run(log, ["Default"], cfg.model)
+
+
+def test_wandb_logger_maps_to_mace_options(cfg_factory, tmp_path):
+    cfg = cfg_factory("train", "model=mace", "logger=wandb")
+    opts, env = mf.wandb_options(cfg.logger, tmp_path)
+    assert opts["wandb"] is True and opts["wandb_project"] == cfg.logger.project
+    assert opts["wandb_dir"] == str(tmp_path.resolve()) and env == {"WANDB_MODE": "offline"}
+    assert mf.wandb_options(cfg_factory("train", "model=mace", "logger=csv").logger,
+                            tmp_path) == ({}, {})

@@ -1,0 +1,123 @@
+"""``analyze.py task=mlip_parity`` and its metrics (the paper's Fig. 4 and 5)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.calculators.singlepoint import SinglePointCalculator
+from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
+
+from capml.analysis import mlip_parity as mp
+from capml.calculators.mlip import mlip
+from capml.data import StructureSet, write
+from capml.tasks import dispatch
+
+ELEMENTS = [16, 35, 47, 53]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two untrained float64 MACE models (different seeds) for Ag, S, Br, I."""
+    from capml.simulation.forces import build_mace
+
+    root = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        paths[name] = root / f"{name}.model"
+        torch.save(build_mace(ELEMENTS, r_max=4.0, hidden_irreps="8x0e", num_interactions=1,
+                              correlation=2, max_ell=1, seed=seed), paths[name])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def labeled_by_a(models, system, tmp_path_factory):
+    """Rattled solid-solution cells labeled by model ``a`` (the 'reference level')."""
+    rng = np.random.default_rng(0)
+    calc = mlip(models["a"])
+    frames = []
+    for k, x in enumerate((0.25, 0.5, 0.75, 1.0, 0.5)):
+        atoms = system.random_solid_solution(x, rng)
+        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+        atoms.calc = calc
+        labels = dict(energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                      stress=atoms.get_stress())
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        atoms.info.update(id=f"p{k}", label_status="ok", level="a", method="phonon")
+        frames.append(atoms)
+    path = tmp_path_factory.mktemp("parity") / "ref.h5"
+    write(path, StructureSet.from_atoms(frames))
+    return path
+
+
+def test_error_metrics_agree_with_torchmetrics():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=200)
+    pred = ref + rng.normal(0, 0.3, 200)
+    m = mp.error_metrics(ref, pred)
+    t_ref, t_pred = torch.tensor(ref), torch.tensor(pred)
+    assert m["mae"] == pytest.approx(float(mean_absolute_error(t_pred, t_ref)))
+    assert m["rmse"] == pytest.approx(float(mean_squared_error(t_pred, t_ref)) ** 0.5)
+    assert m["r2"] == pytest.approx(float(r2_score(t_pred, t_ref)))
+    assert m["max"] == pytest.approx(np.abs(pred - ref).max())
+    with pytest.raises(ValueError, match="differ in size"):
+        mp.error_metrics(ref, pred[:-1])
+
+
+def test_parity_metrics_units():
+    ref = {"energy": np.array([-1.0, -1.1]), "forces": np.zeros(6), "stress": np.zeros(12)}
+    pred = {"energy": ref["energy"] + 0.002, "forces": np.full(6, 0.05),
+            "stress": np.full(12, 1e-4)}
+    m = mp.parity_metrics(ref, pred)
+    assert m["energy"]["mae"] == pytest.approx(2.0) and m["energy"]["units"] == "meV/atom"
+    assert m["forces"]["mae"] == pytest.approx(50.0) and m["forces"]["units"] == "meV/A"
+    assert m["stress"]["mae"] == pytest.approx(0.1) and m["stress"]["units"] == "meV/A^3"
+
+
+def test_parity_and_phonons_against_the_reference_level(cfg_factory, models, labeled_by_a,
+                                                        tmp_path):
+    """Model a is the reference level here: its errors are zero, b's are not; phonons of
+    both obey the acoustic sum rule at Gamma."""
+    (models["b"].with_suffix(".yaml")).write_text(yaml.safe_dump(
+        {"ids": {"train": ["p0"], "val": ["p1"], "test": ["p2"]}}))
+    cfg = cfg_factory(
+        "analyze", "task=mlip_parity", f"task.data={labeled_by_a}",
+        f"+task.models={{a: {models['a']}, b: {models['b']}}}", "~task.models.demo",
+        "calculator@task.reference_calculator=mlip",
+        f"task.reference_calculator.model={models['a']}", "task.phonons.npoints=11",
+        "task.phonons.structures=[{name: Ag3SBr, x: 1.0, reference: null}]")
+    result = dispatch("analyze", cfg)
+    assert result["n_structures"] == 3 and set(result["ids"]) == {"p2", "p3", "p4"}
+    for key in ("energy", "forces", "stress"):
+        assert result["parity"]["a"][key]["mae"] < 1e-9
+        assert result["parity"]["b"][key]["mae"] > 1e-3
+    ph = result["phonons"]["Ag3SBr"]
+    assert ph["a"]["mae"] < 1e-6 and ph["b"]["mae"] > 0.01
+    assert ph["a"]["n"] == ph["b"]["n"] and ph["b"]["n"] % 15 == 0  # 5 atoms, 15 branches
+    out = tmp_path
+    for name in ("parity.png", "phonons_Ag3SBr.png", "metrics.json", "parity_metrics.csv",
+                 "phonon_metrics.csv", "phonons_Ag3SBr_reference.yaml",
+                 "phonons_Ag3SBr_b.yaml"):
+        assert (out / name).is_file(), name
+    from capml.simulation.phonopy_io import load_phonopy
+
+    ph_b = load_phonopy(out / "phonons_Ag3SBr_b.yaml")
+    ph_b.run_qpoints([[0, 0, 0]])
+    gamma = ph_b.get_qpoints_dict()["frequencies"][0]
+    assert np.sum(np.abs(gamma) < 0.05) == 3  # three acoustic modes at zero
+    assert json.loads((out / "metrics.json").read_text())["models"]["b"] == str(models["b"])
+
+
+def test_default_config_compares_the_demo_potential_with_gfn2(cfg_factory):
+    cfg = cfg_factory("analyze", "task=mlip_parity")
+    assert cfg.task.models.demo.endswith("data/demo/mace_demo.model")
+    assert cfg.task.reference_calculator.level == "gfn2-xtb"
+    refs = [s.reference for s in cfg.task.phonons.structures]
+    assert refs and all(r.endswith(".yaml") for r in refs)
+    with pytest.raises(ValueError, match="held_out"):
+        from capml.tasks.mlip_parity import held_out_set
+
+        held_out_set(cfg.task.data, {}, "test-ids", None, 0)
