@@ -155,15 +155,18 @@ def sample_distinct(perms: np.ndarray, k: int, n_wanted: int, rng: np.random.Gen
     return [Ordering(sites=s, multiplicity=m) for s, m in found.items()]
 
 
-def orderings(system: System, k: int, max_configs: int = 100,
-              rng: np.random.Generator | None = None, symprec: float = 1e-5) -> Enumeration:
-    """Symmetry-distinct orderings of k dopants on the substituted sublattice of
-    ``system``'s supercell: all of them when there are at most ``max_configs``,
-    else ``max_configs`` drawn at random with ``rng``."""
+def system_permutations(system: System, symprec: float = 1e-5) -> np.ndarray:
+    """Permutations of the substituted sites of ``system``'s supercell under the
+    space group of its parent supercell (sites typed by sublattice label)."""
     parent = system.ordered_supercell(0.0)
-    sites = system.sublattice_indices(parent)
-    perms = sublattice_permutations(parent, sites, labels=parent.get_array("site_label"),
-                                    symprec=symprec)
+    return sublattice_permutations(parent, system.sublattice_indices(parent),
+                                   labels=parent.get_array("site_label"), symprec=symprec)
+
+
+def orderings(perms: np.ndarray, k: int, max_configs: int = 100,
+              rng: np.random.Generator | None = None) -> Enumeration:
+    """Symmetry-distinct orderings of k dopants under ``perms``: all of them when
+    there are at most ``max_configs``, else ``max_configs`` drawn with ``rng``."""
     n_distinct = count_distinct(perms, k)
     if n_distinct <= max_configs:
         found, sampled = enumerate_distinct(perms, k), False
@@ -172,7 +175,7 @@ def orderings(system: System, k: int, max_configs: int = 100,
             raise ValueError(f"k = {k}: {n_distinct} distinct orderings exceed max_configs = "
                              f"{max_configs}; random sampling needs a seeded rng")
         found, sampled = sample_distinct(perms, k, max_configs, rng), True
-    return Enumeration(n_sites=len(sites), k=k, n_operations=len(perms),
+    return Enumeration(n_sites=perms.shape[1], k=k, n_operations=len(perms),
                        n_distinct=n_distinct, orderings=tuple(found), sampled=sampled)
 
 

@@ -19,6 +19,7 @@ TASKS = {
         "pipeline": "capml.tasks.pipeline",
     },
     "analyze": {
+        "dataset_report": "capml.tasks.dataset_report",
         "mlip_parity": "capml.tasks.mlip_parity",
         "rank_sweep": "capml.tasks.rank_sweep",
     },

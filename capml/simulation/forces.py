@@ -1,0 +1,223 @@
+"""Energies and forces of many structures at once: the batched-replica engine's force side.
+
+An evaluator is built for a fixed list of structures (atomic numbers and cells do
+not change; positions do) and maps concatenated positions [sum n, 3] (A) to
+energies [R] (eV), forces [sum n, 3] (eV/A) and optionally stresses [R, 6]
+(eV/A^3, Voigt, ASE sign).
+
+- ``MaceEvaluator``: every structure in one MACE model call (a batched graph),
+  neighbour lists from vesin; this is what makes many replicas cheap on a GPU.
+- ``AseEvaluator``: any ASE calculator, one calculation per structure (one
+  calculator instance per structure, so SCF-based calculators keep their state).
+
+``make_evaluator`` picks the MACE path when the configured calculator is mace's
+``MACECalculator`` and the ASE path otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.stress import full_3x3_to_voigt_6_stress
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "batched", "serial")
+
+
+class Evaluator:
+    """Common layout: ``offsets`` cut the concatenated per-atom arrays."""
+
+    def __init__(self, structures: Sequence[Atoms]):
+        if not structures:
+            raise ValueError("evaluator: no structures")
+        self.structures = [a.copy() for a in structures]
+        self.offsets = np.concatenate([[0], np.cumsum([len(a) for a in structures])])
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def __call__(self, positions: np.ndarray, stress: bool = False):
+        raise NotImplementedError
+
+    def evaluate(self, structures: Sequence[Atoms], stress: bool = False):
+        """Convenience: evaluate structures with the numbers/cells of this evaluator."""
+        return self(np.concatenate([a.positions for a in structures]), stress=stress)
+
+
+class AseEvaluator(Evaluator):
+    """One ASE calculation per structure; ``build()`` makes a calculator."""
+
+    def __init__(self, structures: Sequence[Atoms], build: Callable[[], Calculator],
+                 first: Calculator | None = None):
+        super().__init__(structures)
+        for k, atoms in enumerate(self.structures):
+            atoms.calc = first if (k == 0 and first is not None) else build()
+
+    def __call__(self, positions: np.ndarray, stress: bool = False):
+        energies = np.empty(len(self))
+        forces = np.empty((self.offsets[-1], 3))
+        stresses = np.empty((len(self), 6)) if stress else None
+        for r, atoms in enumerate(self.structures):
+            s = slice(self.offsets[r], self.offsets[r + 1])
+            atoms.positions = positions[s]
+            energies[r] = atoms.get_potential_energy()
+            forces[s] = atoms.get_forces()
+            if stress:
+                stresses[r] = atoms.get_stress(voigt=True)
+        return energies, forces, stresses
+
+
+class MaceEvaluator(Evaluator):
+    """All structures in one call of each MACE model (results averaged over a
+    committee, as mace's calculator does), in ``batch_size`` structures per call."""
+
+    def __init__(self, structures: Sequence[Atoms], models, z_table, r_max: float,
+                 head: int = 0, device: str = "cpu", dtype: str = "float64",
+                 batch_size: int | None = None):
+        import torch
+        import vesin
+
+        from capml.utils.torch_compat import import_mace
+
+        super().__init__(structures)
+        self.torch = torch
+        self.dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+        self.device = torch.device(device)
+        self.models = [m.to(device=self.device, dtype=self.dtype).eval() for m in models]
+        for model in self.models:
+            for p in model.parameters():
+                p.requires_grad_(False)
+        self.r_max = float(r_max)
+        self.head = int(head)
+        self.batch_size = int(batch_size or len(self))
+        if any(not a.pbc.all() for a in self.structures):
+            raise ValueError("MaceEvaluator: structures must be periodic in all directions")
+        numbers = np.concatenate([a.numbers for a in self.structures])
+        known = set(int(z) for z in z_table.zs)
+        missing = sorted(set(int(z) for z in numbers) - known)
+        if missing:
+            raise ValueError(f"MACE model knows elements {sorted(known)}, structures hold "
+                             f"atomic numbers {missing} it was not trained on")
+        index = import_mace("mace.tools").atomic_numbers_to_indices(numbers, z_table=z_table)
+        self.node_attrs = torch.nn.functional.one_hot(
+            torch.as_tensor(index, dtype=torch.long), num_classes=len(z_table.zs)
+        ).to(device=self.device, dtype=self.dtype)
+        self.cells = np.array([a.cell.array for a in self.structures])
+        self.neighbours = vesin.NeighborList(cutoff=self.r_max, full_list=True)
+
+    def __call__(self, positions: np.ndarray, stress: bool = False):
+        energies = np.zeros(len(self))
+        forces = np.zeros((self.offsets[-1], 3))
+        stresses = np.zeros((len(self), 6)) if stress else None
+        for start in range(0, len(self), self.batch_size):
+            stop = min(start + self.batch_size, len(self))
+            data = self._batch(positions, start, stop)
+            a, b = self.offsets[start], self.offsets[stop]
+            for model in self.models:
+                batch = {k: (v.clone() if k == "positions" else v) for k, v in data.items()}
+                out = model(batch, training=False, compute_force=True, compute_stress=stress)
+                energies[start:stop] += out["energy"].detach().cpu().numpy()
+                forces[a:b] += out["forces"].detach().cpu().numpy()
+                if stress:
+                    s3 = out["stress"].detach().cpu().numpy()
+                    stresses[start:stop] += np.array([full_3x3_to_voigt_6_stress(m) for m in s3])
+        n = len(self.models)
+        return energies / n, forces / n, (stresses / n if stress else None)
+
+    def _batch(self, positions: np.ndarray, start: int, stop: int) -> dict:
+        torch = self.torch
+        senders, receivers, unit_shifts, shifts = [], [], [], []
+        for r in range(start, stop):
+            s = slice(self.offsets[r], self.offsets[r + 1])
+            i, j, S = self.neighbours.compute(points=positions[s], box=self.cells[r],
+                                              periodic=True, quantities="ijS")
+            base = self.offsets[r] - self.offsets[start]
+            senders.append(i.astype(np.int64) + base)
+            receivers.append(j.astype(np.int64) + base)
+            unit_shifts.append(S.astype(np.float64))
+            shifts.append(S @ self.cells[r])
+        a, b = self.offsets[start], self.offsets[stop]
+        counts = np.diff(self.offsets[start:stop + 1])
+        as_float = dict(device=self.device, dtype=self.dtype)
+        return {
+            "positions": torch.as_tensor(positions[a:b], **as_float),
+            "node_attrs": self.node_attrs[a:b],
+            "edge_index": torch.as_tensor(np.stack([np.concatenate(senders),
+                                                    np.concatenate(receivers)]),
+                                          dtype=torch.long, device=self.device),
+            "shifts": torch.as_tensor(np.concatenate(shifts), **as_float),
+            "unit_shifts": torch.as_tensor(np.concatenate(unit_shifts), **as_float),
+            "cell": torch.as_tensor(self.cells[start:stop], **as_float),
+            "batch": torch.repeat_interleave(torch.arange(stop - start, device=self.device),
+                                             torch.as_tensor(counts, device=self.device)),
+            "ptr": torch.as_tensor(self.offsets[start:stop + 1] - a, dtype=torch.long,
+                                   device=self.device),
+            "head": torch.full((stop - start,), self.head, dtype=torch.long,
+                               device=self.device),
+            "pbc": torch.ones((stop - start, 3), dtype=torch.bool, device=self.device),
+        }
+
+
+def is_mace(calculator) -> bool:
+    return type(calculator).__name__ == "MACECalculator" and hasattr(calculator, "models")
+
+
+def make_evaluator(structures: Sequence[Atoms], build: Callable[[], Calculator], *,
+                   engine: str = "auto", dtype: str = "float64",
+                   batch_size: int | None = None) -> Evaluator:
+    """Evaluator for ``structures`` with calculators from ``build()``.
+
+    ``engine``: "batched" requires a MACE calculator and evaluates all structures in
+    one model call; "serial" calls the ASE calculator per structure; "auto" is
+    batched for MACE and serial otherwise. ``dtype`` applies to the batched path
+    (the serial path uses the calculator as configured).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine = {engine!r}: expected one of {ENGINES}")
+    first = build()
+    if engine == "batched" and not is_mace(first):
+        raise ValueError(f"engine = 'batched' needs a MACE calculator (calculator=mlip); the "
+                         f"configured calculator is {type(first).__name__}: use engine=serial")
+    if is_mace(first) and engine != "serial":
+        heads = list(getattr(first, "available_heads", ["Default"]))
+        head = heads.index(first.head) if getattr(first, "head", None) in heads else 0
+        return MaceEvaluator(structures, first.models, first.z_table, first.r_max, head=head,
+                             device=str(first.device), dtype=dtype, batch_size=batch_size)
+    return AseEvaluator(structures, build, first=first)
+
+
+def build_mace(elements: Sequence[int], *, r_max: float = 5.0, hidden_irreps: str = "32x0e",
+               num_interactions: int = 2, correlation: int = 3, max_ell: int = 2,
+               avg_num_neighbors: float = 30.0, seed: int = 0):
+    """A freshly initialised (untrained) ScaleShiftMACE of the given size with a
+    ZBL pair repulsion, for the elements ``elements`` (atomic numbers): the model
+    mace's own tests build, used by capml's tests and benchmarks. float64."""
+    import torch
+
+    from capml.utils.torch_compat import import_mace
+
+    modules = import_mace("mace.modules")
+    o3 = import_mace("e3nn.o3")
+    zs = sorted(int(z) for z in elements)
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(seed)
+        model = modules.ScaleShiftMACE(
+            r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=max_ell,
+            interaction_cls=block, interaction_cls_first=block,
+            num_interactions=num_interactions, num_elements=len(zs),
+            hidden_irreps=o3.Irreps(hidden_irreps), MLP_irreps=o3.Irreps("16x0e"),
+            gate=torch.nn.functional.silu, atomic_energies=np.zeros(len(zs)),
+            avg_num_neighbors=avg_num_neighbors, atomic_numbers=zs, correlation=correlation,
+            radial_type="bessel", pair_repulsion=True, atomic_inter_scale=1.0,
+            atomic_inter_shift=0.0)
+    finally:
+        torch.set_default_dtype(dtype)
+    return model

@@ -1,0 +1,151 @@
+"""MD trajectories as capml HDF5 data sets: one file per replica, resumable.
+
+Each frame is one structure row of the capml.data layout (positions in A,
+unwrapped; cell; numbers) with labels ``energy`` (potential, eV), ``forces``
+(eV/A), ``velocities`` (A/fs) and optionally ``stress``, and metadata
+``step``, ``time`` (fs), ``temperature`` (the thermostat's target, K),
+``kinetic_temperature`` (K, 3N degrees of freedom), ``kinetic_energy`` (eV),
+``x``, ``method`` = "md", ``level``, ``seed``, ``source`` and ``rng_state``: the
+replica's random-generator state after the frame's step (JSON), which makes a
+resumed run continue with exactly the random numbers an uninterrupted run draws.
+
+File attributes: ``md`` (the replica's identity and integrator settings; a
+resume with other settings is refused), ``status`` (running | finished |
+blown up: <reason>), and the generating config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from capml.data import DataError, StructureSet, store
+
+STATUS_RUNNING, STATUS_FINISHED, BLOWN_UP = "running", "finished", "blown up"
+
+# Settings that must match for a run to continue an existing trajectory file.
+IDENTITY_KEYS = ("name", "temperature", "seed", "timestep_fs", "friction_per_fs", "stride",
+                 "numbers", "level")
+
+
+@dataclass
+class Frame:
+    step: int
+    positions: np.ndarray  # [n, 3] A
+    velocities: np.ndarray  # [n, 3] A/fs
+    energy: float  # eV, potential
+    forces: np.ndarray  # [n, 3] eV/A
+    kinetic_energy: float  # eV
+    kinetic_temperature: float  # K
+    rng_state: str  # JSON of the bit generator state after this step
+    stress: np.ndarray | None = None  # [6] eV/A^3
+
+
+def frames_to_set(frames: list[Frame], numbers, cell, identity: dict, meta: dict
+                  ) -> StructureSet:
+    """Frames of one replica as a StructureSet (rows in order); ``meta`` holds
+    per-replica columns (x, source, ...)."""
+    from capml.data.structure_set import normalise_meta
+
+    n = len(frames)
+    dt = float(identity["timestep_fs"])
+    labels = {
+        "energy": np.array([f.energy for f in frames]),
+        "forces": np.concatenate([f.forces for f in frames]),
+        "velocities": np.concatenate([f.velocities for f in frames]),
+    }
+    if frames[0].stress is not None:
+        labels["stress"] = np.array([f.stress for f in frames])
+    columns = {
+        "id": [f"{identity['name']}-{f.step:08d}" for f in frames],
+        "method": ["md"] * n,
+        "temperature": [float(identity["temperature"])] * n,
+        "seed": [int(identity["seed"])] * n,
+        "level": [identity["level"]] * n,
+        "step": np.array([f.step for f in frames], dtype=np.int64),
+        "time": np.array([f.step * dt for f in frames]),
+        "kinetic_energy": np.array([f.kinetic_energy for f in frames]),
+        "kinetic_temperature": np.array([f.kinetic_temperature for f in frames]),
+        "rng_state": np.array([f.rng_state for f in frames], dtype=object),
+        **{k: [v] * n for k, v in meta.items()},
+    }
+    return StructureSet(
+        n_atoms=np.full(n, len(numbers), dtype=np.int64),
+        numbers=np.tile(np.asarray(numbers, dtype=np.int64), n),
+        positions=np.concatenate([f.positions for f in frames]),
+        cell=np.repeat(np.asarray(cell, dtype=float)[None], n, axis=0),
+        pbc=np.ones((n, 3), dtype=bool),
+        labels=labels,
+        meta=normalise_meta(columns, n),
+    )
+
+
+def create(path: Path, frame: Frame, numbers, cell, identity: dict, meta: dict,
+           config: str | None = None) -> None:
+    """Start a trajectory file with its first frame (atomic write)."""
+    store.write(path, frames_to_set([frame], numbers, cell, identity, meta), config=config,
+                attrs={"md": identity, "status": STATUS_RUNNING})
+
+
+def append(path: Path, frames: list[Frame], numbers, cell, identity: dict, meta: dict) -> None:
+    """Append frames (data first, then the row count, then flush: crash-safe)."""
+    if frames:
+        store.append(path, frames_to_set(frames, numbers, cell, identity, meta))
+
+
+def set_status(path: Path, status: str) -> None:
+    store.set_attrs(path, status=status)
+
+
+def status(path: Path) -> str:
+    return str(store.read_attrs(path).get("status", ""))
+
+
+def last_frame(path: Path, identity: dict) -> Frame:
+    """The last frame stored in ``path``, after checking that the file belongs to a
+    replica with the same ``identity`` (IDENTITY_KEYS)."""
+    attrs = store.read_attrs(path)
+    stored = attrs.get("md")
+    if not isinstance(stored, dict):
+        raise DataError(f"{path}: attribute 'md' missing: not a capml MD trajectory")
+    for key in IDENTITY_KEYS:
+        if _normal(stored.get(key)) != _normal(identity.get(key)):
+            raise DataError(f"{path}: cannot resume: it was run with {key} = "
+                            f"{stored.get(key)!r}, this run has {identity.get(key)!r} "
+                            "(use another output directory, or delete the file to restart)")
+    n = store.count(path)
+    last = store.read_range(path, n - 1, n)
+    return Frame(
+        step=int(last.meta["step"][0]),
+        positions=last.positions.copy(),
+        velocities=last.labels["velocities"].copy(),
+        energy=float(last.labels["energy"][0]),
+        forces=last.labels["forces"].copy(),
+        kinetic_energy=float(last.meta["kinetic_energy"][0]),
+        kinetic_temperature=float(last.meta["kinetic_temperature"][0]),
+        rng_state=str(last.meta["rng_state"][0]),
+        stress=last.labels["stress"][0].copy() if "stress" in last.labels else None,
+    )
+
+
+def rng_from_state(state: str) -> np.random.Generator:
+    """A numpy Generator restored from ``json.dumps(generator.bit_generator.state)``."""
+    data = json.loads(state)
+    bit_generator = getattr(np.random, data["bit_generator"])()
+    bit_generator.state = data
+    return np.random.Generator(bit_generator)
+
+
+def rng_state(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def _normal(value):
+    """Comparable form of identity values (JSON round trip, floats to 12 digits)."""
+    value = json.loads(json.dumps(value))
+    if isinstance(value, float):
+        return round(value, 12)
+    return value

@@ -1,0 +1,164 @@
+"""``simulate.py task=enumerate``: symmetry-distinct orderings, relaxed and ranked.
+
+For every composition x (``task.compositions``: a value, a list or "all") the
+symmetry-distinct orderings of the substituted sublattice in the system's
+supercell (all of them up to ``max_configs``, else ``max_configs`` seeded random
+ones) are relaxed (BFGS to ``fmax``; internal coordinates, the cell too with
+``relax_cell``; within the ordering's space group with ``keep_symmetry``) and ranked
+by energy. Energies are reported per supercell, per
+formula unit (parent cell) and as mixing energy per formula unit relative to the
+relaxed end members (relaxed here as well when they are not among the
+compositions and ``mixing_energy`` is on).
+
+Outputs in ``task.output_dir``: ``enumerated.h5`` (every relaxed ordering; meta
+k, config, multiplicity, dopant_sites, converged, energy_per_fu, mixing_energy,
+rank = 0 for the lowest energy of its composition), ``ground_states.h5`` (the
+rank-0 structure of each requested composition: the input of task=phonons and
+task=md), ``enumeration.csv`` (one row per ordering) and ``orderings.csv``
+(counts per composition). Relaxed orderings are appended as they finish; rerunning
+the same command in the same output directory skips them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from capml import data as store
+from capml.data import StructureSet
+from capml.structures import System
+from capml.structures.enumerate import Ordering, build, orderings, system_permutations
+from capml.tasks.generate import compositions_of
+from capml.tasks.relax import (
+    RelaxFailed,
+    describe,
+    failed_result,
+    relax_with_fallbacks,
+    relaxed_set,
+)
+
+log = logging.getLogger(__name__)
+
+
+def plan(system: System, compositions, max_configs: int, seed: int, mixing_energy: bool,
+         symprec: float = 1e-5):
+    """Orderings to relax: {k: Enumeration}, for the requested compositions plus the
+    end members when ``mixing_energy``. Random sampling at k draws from a generator
+    seeded by (seed, k), so a composition's sample does not depend on the others."""
+    perms = system_permutations(system, symprec)
+    n = system.n_sublattice_sites
+    ks = sorted({system.n_substituted(x) for x in compositions} |
+                ({0, n} if mixing_energy else set()))
+    return {k: orderings(perms, k, max_configs, np.random.default_rng([seed, k])) for k in ks}
+
+
+def config_id(n_sites: int, k: int, index: int) -> str:
+    return f"x{k / n_sites:.4f}-k{k}-c{index:03d}"
+
+
+def rank(data: StructureSet, n_formula_units: int) -> dict[str, np.ndarray]:
+    """Per-structure energy per formula unit (eV), mixing energy (eV per formula
+    unit, relative to the lowest x = 0 and x = 1 energies; NaN without them) and
+    rank by energy within each composition (0 = lowest, -1 = failed relaxation)."""
+    e = data.labels.get("energy", np.full(len(data), np.nan)) / n_formula_units
+    x = data.meta["x"]
+    ends = {}
+    for end in (0.0, 1.0):
+        hit = np.isclose(x, end) & np.isfinite(e)
+        ends[end] = e[hit].min() if hit.any() else np.nan
+    mixing = e - (1.0 - x) * ends[0.0] - x * ends[1.0]
+    ranks = np.full(len(data), -1, dtype=np.int64)  # -1: failed relaxation (NaN energy)
+    for value in np.unique(np.round(x, 10)):
+        rows = np.flatnonzero(np.isclose(x, value) & np.isfinite(e))
+        order = rows[np.argsort(e[rows], kind="stable")]
+        ranks[order] = np.arange(len(order))
+    return {"energy_per_fu": e, "mixing_energy": mixing, "rank": ranks}
+
+
+def run(cfg: DictConfig) -> Path:
+    t = cfg.task
+    system = System.from_config(cfg.system)
+    comps = compositions_of(system, t.compositions)
+    n_sites = system.n_sublattice_sites
+    enumerations = plan(system, comps, int(t.max_configs), int(cfg.seed),
+                        bool(t.mixing_energy), float(t.symprec))
+    out_dir = Path(t.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _counts_table(enumerations, comps, n_sites).to_csv(out_dir / "orderings.csv", index=False)
+    path = out_dir / "enumerated.h5"
+    done = set(store.read_meta(path, "id")) if path.exists() else set()
+    jobs = [(k, i, o) for k, e in enumerations.items() for i, o in enumerate(e.orderings)
+            if config_id(n_sites, k, i) not in done]
+    log.info("%d orderings to relax (%d already in %s)", len(jobs), len(done), path)
+    labeler = instantiate(cfg.calculator)
+    config = OmegaConf.to_yaml(cfg, resolve=True)
+    for j, (k, i, ordering) in enumerate(jobs):
+        atoms = build(system, ordering)
+        try:
+            res, note = relax_with_fallbacks(
+                atoms, labeler, fmax=float(t.fmax), max_steps=int(t.max_steps),
+                relax_cell=bool(t.relax_cell), cell_filter=str(t.cell_filter),
+                keep_symmetry=bool(t.keep_symmetry))
+            res.note = note
+        except RelaxFailed as err:
+            res = failed_result(atoms, str(err))
+        atoms.info.update(id=config_id(n_sites, k, i), seed=int(cfg.seed), source="enumerate")
+        row = relaxed_set([res], [atoms], labeler.level, extra=_ordering_meta(
+            enumerations[k], ordering, i))
+        store.append(path, row, config=config)
+        log.info("[%d/%d] x = %.4f config %d (multiplicity %d): %s", j + 1, len(jobs),
+                 k / n_sites, i, ordering.multiplicity, describe(res))
+    data = store.read(path)
+    ranked = rank(data, system.n_cells)
+    store.update_rows(path, np.arange(len(data)), meta=ranked)
+    data = store.read(path)
+    wanted = np.isin(data.meta["k"], [system.n_substituted(x) for x in comps])
+    ground = data.subset(np.flatnonzero(wanted & (data.meta["rank"] == 0)))
+    realised = {round(system.n_substituted(x) / n_sites, 6) for x in comps}
+    missing = sorted(realised - set(np.round(ground.meta.get("x", []), 6)))
+    if missing:
+        log.error("no successfully relaxed ordering at x = %s: not in ground_states.h5 "
+                  "(see relax_note in %s)", missing, path)
+    store.write(out_dir / "ground_states.h5", ground, config=config)
+    table = _table(data)
+    table.to_csv(out_dir / "enumeration.csv", index=False)
+    log.info("enumeration (energies per formula unit, mixing energy in meV/f.u.):\n%s",
+             table.to_string(index=False))
+    return path
+
+
+def _ordering_meta(enumeration, ordering: Ordering, index: int) -> dict:
+    return {"k": [enumeration.k], "config": [index], "multiplicity": [ordering.multiplicity],
+            "n_distinct": [enumeration.n_distinct], "sampled": [int(enumeration.sampled)],
+            "dopant_sites": [" ".join(map(str, ordering.sites))]}
+
+
+def _counts_table(enumerations, comps, n_sites):
+    import pandas as pd
+
+    wanted = {round(x * n_sites) for x in comps}
+    return pd.DataFrame([{"x": k / n_sites, "k": k, "orderings": math.comb(n_sites, k),
+                          "distinct": e.n_distinct, "relaxed": len(e.orderings),
+                          "sampled": e.sampled, "multiplicity_sum":
+                          sum(o.multiplicity for o in e.orderings),
+                          "requested": k in wanted}
+                         for k, e in sorted(enumerations.items())])
+
+
+def _table(data: StructureSet):
+    import pandas as pd
+
+    m = data.meta
+    table = pd.DataFrame({
+        "x": m["x"], "k": m["k"], "config": m["config"], "multiplicity": m["multiplicity"],
+        "energy_eV": data.labels.get("energy", np.full(len(data), np.nan)), "energy_per_fu_eV": m["energy_per_fu"],
+        "mixing_meV_per_fu": 1000.0 * np.asarray(m["mixing_energy"], dtype=float),
+        "rank": m["rank"], "converged": m["converged"], "n_steps": m["n_steps"],
+        "max_force_eV_A": m["max_force"], "dopant_sites": m["dopant_sites"], "id": m["id"],
+        "note": m["relax_note"]})
+    return table.sort_values(["x", "rank"]).reset_index(drop=True)
