@@ -16,6 +16,7 @@ energies [R] (eV), forces [sum n, 3] (eV/A) and optionally stresses [R, 6]
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Callable, Sequence
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 ENGINES = ("auto", "batched", "serial")
 
 
-class Evaluator:
+class Evaluator(abc.ABC):
     """Common layout: ``offsets`` cut the concatenated per-atom arrays."""
 
     def __init__(self, structures: Sequence[Atoms]):
@@ -41,8 +42,9 @@ class Evaluator:
     def __len__(self) -> int:
         return len(self.structures)
 
+    @abc.abstractmethod
     def __call__(self, positions: np.ndarray, stress: bool = False):
-        raise NotImplementedError
+        """Energies [n_structures], forces [sum n, 3] (and stresses) at ``positions``."""
 
     def evaluate(self, structures: Sequence[Atoms], stress: bool = False):
         """Convenience: evaluate structures with the numbers/cells of this evaluator."""
