@@ -1,0 +1,114 @@
+"""Normal-mode decomposition: modes equal phonopy's, synthetic trajectories with known
+frequencies and linewidths are recovered, renormalised force constants round-trip."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from phonopy.harmonic.force_constants import compact_fc_to_full_fc
+
+from capml.analysis import nmd
+from capml.simulation import phonons
+from capml.simulation.forces import make_evaluator
+
+
+@pytest.fixture(scope="module")
+def copper():
+    """Cu fcc conventional cell (4 atoms) in a 2x2x2 supercell (32 atoms), EMT."""
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    return phonons.force_constants(cu, lambda cells: make_evaluator(cells, EMT),
+                                   supercell_matrix=[2, 2, 2], primitive_matrix="auto")
+
+
+def test_supercell_gamma_modes_are_phonopys_commensurate_modes(copper):
+    from phonopy.harmonic.dynmat_to_fc import get_commensurate_points
+
+    modes = nmd.modes_from_phonopy(copper)
+    smat = np.rint(np.linalg.inv(copper.primitive_matrix) @ copper.supercell_matrix).astype(int)
+    q = get_commensurate_points(smat)
+    copper.run_qpoints(q)
+    expected = np.sort(copper.get_qpoints_dict()["frequencies"].ravel())
+    assert len(expected) == modes.n_modes == 96
+    np.testing.assert_allclose(np.sort(modes.frequencies), expected, atol=1e-6)
+    e = modes.eigenvectors.reshape(96, 96)
+    np.testing.assert_allclose(e @ e.T, np.eye(96), atol=1e-10)
+
+
+def harmonic_velocities(modes, amplitudes, frequencies_thz, phases, n_frames, dt_fs,
+                        damping_per_fs=None, rng=None):
+    """Velocities [t, n, 3] of a superposition of normal modes: undamped cosines, or each
+    mode an underdamped Langevin oscillator (exact discrete-time update) when damped."""
+    w = 2 * np.pi * np.asarray(frequencies_thz) * 1e-3  # rad/fs
+    t = np.arange(n_frames) * dt_fs
+    if damping_per_fs is None:
+        q_dot = -amplitudes[:, None] * w[:, None] * np.sin(w[:, None] * t + phases[:, None])
+    else:
+        q_dot = damped_mode_velocities(w, damping_per_fs, n_frames, dt_fs, rng)
+    e = modes.eigenvectors[: len(w)]
+    v = np.einsum("mt,mjc->tjc", q_dot, e) / np.sqrt(modes.masses)[None, :, None]
+    return v
+
+
+def damped_mode_velocities(w, gamma, n_frames, dt_fs, rng, substeps=20):
+    """Langevin oscillators x'' = -w^2 x - gamma x' + noise, BAOAB with small steps."""
+    h = dt_fs / substeps
+    x = np.zeros(len(w))
+    v = rng.normal(size=len(w))
+    c1 = np.exp(-gamma * h)
+    c2 = np.sqrt(1 - c1**2)
+    out = np.empty((len(w), n_frames))
+    for k in range(n_frames):
+        for _ in range(substeps):
+            v += -0.5 * h * w**2 * x
+            x += 0.5 * h * v
+            v = c1 * v + c2 * rng.normal(size=len(w))
+            x += 0.5 * h * v
+            v += -0.5 * h * w**2 * x
+        out[:, k] = v
+    return out
+
+
+def test_harmonic_trajectory_gives_back_its_frequencies(copper):
+    modes = nmd.modes_from_phonopy(copper)
+    rng = np.random.default_rng(0)
+    true = np.abs(modes.frequencies) + rng.uniform(-0.3, 0.3, modes.n_modes)  # off-harmonic
+    amplitudes = rng.uniform(0.5, 1.5, modes.n_modes)
+    v = harmonic_velocities(modes, amplitudes, true, rng.uniform(0, 2 * np.pi, modes.n_modes),
+                            n_frames=10000, dt_fs=5.0)  # 50 ps
+    res = nmd.renormalise(v, modes, dt_fs=5.0)
+    moving = np.abs(modes.frequencies) > 0.05
+    assert res.fitted[moving].all() and not res.fitted[~moving].any()
+    assert np.abs(res.frequencies[moving] - true[moving]).max() < 0.05
+    assert np.all(res.linewidths[moving] < 0.1)  # undamped: window-limited width only
+
+
+def test_damped_modes_give_their_linewidth(copper):
+    modes = nmd.modes_from_phonopy(copper)
+    chosen = np.where(np.abs(modes.frequencies) > 1.0)[0][::12]
+    sub = nmd.Modes(modes.frequencies[chosen], modes.eigenvectors[chosen], modes.masses)
+    gamma = 2 * np.pi * 0.4e-3  # rad/fs: FWHM 0.4 THz of the velocity spectrum
+    rng = np.random.default_rng(1)
+    v = harmonic_velocities(sub, None, np.abs(sub.frequencies), None, n_frames=20000,
+                            dt_fs=5.0, damping_per_fs=gamma, rng=rng)
+    res = nmd.renormalise(v, sub, dt_fs=5.0, n_segments=8)
+    assert res.fitted.all()
+    np.testing.assert_allclose(res.frequencies, np.abs(sub.frequencies), atol=0.05)
+    np.testing.assert_allclose(np.median(res.linewidths), 0.4, rtol=0.1)
+
+
+def test_renormalised_force_constants_round_trip(copper):
+    fc = compact_fc_to_full_fc(copper.primitive, copper.force_constants) \
+        if copper.force_constants.shape[0] != copper.force_constants.shape[1] \
+        else copper.force_constants
+    modes = nmd.gamma_modes(fc, copper.supercell.masses)
+    np.testing.assert_allclose(nmd.renormalised_force_constants(
+        modes, np.full(modes.n_modes, np.nan)), fc, atol=1e-8)
+    shifted = nmd.renormalised_force_constants(modes, modes.frequencies * 1.1)
+    np.testing.assert_allclose(nmd.gamma_modes(shifted, modes.masses).frequencies,
+                               np.sort(modes.frequencies * 1.1), atol=1e-6)
+
+
+def test_wrong_velocity_shape_is_a_clear_error(copper):
+    modes = nmd.modes_from_phonopy(copper)
+    with pytest.raises(ValueError, match=r"expected \(n_frames, 32, 3\)"):
+        nmd.project_velocities(np.zeros((10, 31, 3)), modes)
