@@ -56,5 +56,5 @@ def test_constant_gap_model_gives_zero_renormalisation():
 
 
 def test_equilibration_longer_than_run_is_a_clear_error():
-    with pytest.raises(ValueError, match="equilibration window"):
+    with pytest.raises(ValueError, match="frames after task.equilibration_ps"):
         thermal_gap.md_renormalisation(np.ones(10), np.arange(10) * 5.0, 1.0, 1.0)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from capml.analysis.simulation_runs import equilibrated
 from capml.analysis.statistics import mean_with_error
 
 
@@ -22,13 +23,9 @@ def md_renormalisation(gaps: np.ndarray, times_fs: np.ndarray, gap_0K: float,
     """Mean gap of the frames after ``equilibration_ps`` and Delta Eg with an
     autocorrelation-aware standard error (the 0 K gap is exact, so the errors agree)."""
     times_fs = np.asarray(times_fs, dtype=float)
-    keep = times_fs >= 1e3 * equilibration_ps
-    if keep.sum() < 2:
-        raise ValueError(f"{keep.sum()} frames after the {equilibration_ps} ps equilibration "
-                         f"window (trajectory ends at {times_fs.max() / 1e3:.3f} ps): expected "
-                         "at least 2")
+    keep = equilibrated(times_fs, equilibration_ps, where="thermal gap")
     est = mean_with_error(np.asarray(gaps, dtype=float)[keep])
-    spacing_fs = float(np.median(np.diff(times_fs[keep]))) if keep.sum() > 1 else np.nan
+    spacing_fs = float(np.median(np.diff(times_fs[keep])))
     return {"n_frames": est.n_samples, "tau_int_fs": est.tau_int * spacing_fs,
             "n_effective": est.n_effective, "gap_0K": float(gap_0K), "gap_mean": est.mean,
             "gap_sem": est.sem, "gap_std": est.std, "delta_gap": est.mean - float(gap_0K),

@@ -22,6 +22,10 @@ TASKS = {
         "dataset_report": "capml.tasks.dataset_report",
         "mlip_parity": "capml.tasks.mlip_parity",
         "rank_sweep": "capml.tasks.rank_sweep",
+        "renormalised_phonons": "capml.tasks.renormalised_phonons",
+        "thermal_gap": "capml.tasks.thermal_gap",
+        "gamma_modes": "capml.tasks.gamma_modes",
+        "report": "capml.tasks.report",
     },
     "train": {},
 }

@@ -71,6 +71,8 @@ def run(cfg: DictConfig) -> float:
                          f"({list(results)})")
     value = float(results[objective_step].metrics[str(cfg.optimized_metric)])
     _write_metrics(out, cfg, "ok", value, results, text)
+    if cfg.model.get("export"):
+        _export(results[objective_step].checkpoint, Path(cfg.model.export))
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.float_format", "{:.4f}".format):
         print(f"\nband-gap GNN, test metrics per step (eV), run dir {out}\n"
@@ -78,6 +80,18 @@ def run(cfg: DictConfig) -> float:
     if text:
         print(text)
     return value
+
+
+def _export(checkpoint: str, dest: Path) -> None:
+    """Copy a checkpoint atomically (it is self-contained: scalers, features, hparams)."""
+    import shutil
+
+    from capml.data.store import atomic_path
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(checkpoint, tmp)
+    log.info("exported %s to %s", checkpoint, dest)
 
 
 def _overrides() -> list[str]:

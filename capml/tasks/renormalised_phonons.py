@@ -1,0 +1,158 @@
+"""``analyze.py task=renormalised_phonons``: anharmonic phonons from MD (paper Eqs. 2-4).
+
+For every trajectory in ``task.md_dir`` the velocities after the equilibration
+window are projected onto the harmonic Gamma modes of the trajectory's
+structure (force constants from ``task.phonons_dir/<source>/phonopy.yaml``),
+one peak is fitted per mode, and the renormalised frequencies rebuild force
+constants: ``<name>/phonopy_renormalised.yaml`` (phonopy's format), its band
+structure (ordered cells) or Gamma frequencies + DOS (``band_dos.png``), the
+mode table ``<name>/modes.csv`` and ``<name>/spectra.png``. ``stabilisation.csv``
+summarises: harmonic imaginary modes, renormalised ones, the verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from capml.analysis import nmd
+from capml.analysis.simulation_runs import (
+    equilibrated,
+    force_constants_file,
+    read_trajectory,
+    trajectory_files,
+)
+from capml.simulation import phonons
+from capml.simulation.phonopy_io import load_phonopy, map_atoms, save_phonopy, supercell_atoms
+
+log = logging.getLogger(__name__)
+
+
+def analyse_trajectory(traj, phonon, t) -> tuple[dict, pd.DataFrame, nmd.Renormalised, object]:
+    """(summary row, mode table, fit result, renormalised phonopy) of one trajectory."""
+    ref = supercell_atoms(phonon)
+    start = traj.atoms(0)
+    if len(ref) != len(start) or not np.allclose(ref.cell.array, start.cell.array, atol=1e-4):
+        raise ValueError(f"{traj.path}: MD cell ({len(start)} atoms) is not the phonopy "
+                         f"supercell ({len(ref)} atoms) of its force constants")
+    order = map_atoms(ref, start, tol=0.05)  # start[i] sits on ref[order[i]]
+    if (ref.numbers[order] != start.numbers).any():
+        raise ValueError(f"{traj.path}: species differ from the force constants' structure")
+    keep = equilibrated(traj.times_fs, t.equilibration_ps, where=str(traj.path))
+    velocities = np.empty_like(traj.velocities[keep])
+    velocities[:, order] = traj.velocities[keep]  # into phonopy's atom order
+    modes = nmd.modes_from_phonopy(phonon)
+    fit = nmd.renormalise(velocities, modes, dt_fs=traj.spacing_fs,
+                          n_segments=int(t.n_segments), window=str(t.window),
+                          min_frequency=float(t.min_frequency),
+                          window_thz=None if t.window_thz is None else float(t.window_thz),
+                          profile=str(t.profile))
+    freqs = nmd.average_degenerate(fit.frequencies, modes.frequencies, float(t.degeneracy_thz))
+    renorm = phonon.copy()
+    renorm.force_constants = nmd.renormalised_force_constants(modes, freqs)
+    table = pd.DataFrame({"mode": np.arange(modes.n_modes), "harmonic_thz": modes.frequencies,
+                          "renormalised_thz": fit.frequencies,
+                          "renormalised_sym_thz": freqs,
+                          "frequency_error_thz": fit.frequency_errors,
+                          "linewidth_thz": fit.linewidths,
+                          "linewidth_error_thz": fit.linewidth_errors, "fitted": fit.fitted})
+    tol = float(t.tolerance)
+    moving = np.abs(modes.frequencies) >= float(t.min_frequency)
+    imag_h = moving & (modes.frequencies < -tol)
+    imag_r = imag_h & ~(fit.fitted & (freqs > tol))
+    row = {"name": traj.name, "source": traj.source, "x": traj.x,
+           "temperature": traj.temperature, "md_status": traj.status,
+           "frames_used": len(keep), "duration_ps": (traj.times_fs[keep][-1] -
+                                                     traj.times_fs[keep][0]) / 1e3,
+           "n_modes_fitted": int(fit.fitted.sum()), "n_imaginary_harmonic": int(imag_h.sum()),
+           "n_imaginary_renormalised": int(imag_r.sum()),
+           "min_harmonic_thz": float(modes.frequencies[moving].min()),
+           "min_renormalised_thz": float(np.nanmin(freqs[moving])),
+           "mean_shift_thz": float(np.nanmean(np.abs(freqs[moving]) -
+                                              np.abs(modes.frequencies[moving]))),
+           "median_linewidth_thz": float(np.nanmedian(fit.linewidths[moving]))}
+    row["verdict"] = verdict(row)
+    return row, table, fit, renorm
+
+
+def verdict(row: dict) -> str:
+    h, r = row["n_imaginary_harmonic"], row["n_imaginary_renormalised"]
+    if h == 0:
+        return "harmonically stable"
+    if r == 0:
+        return f"dynamically stabilised: all {h} imaginary harmonic Gamma modes are real at " \
+               f"{row['temperature']:g} K"
+    return f"unstable: {r} of {h} imaginary harmonic Gamma modes stay imaginary or unfitted"
+
+
+def plot_spectra(fit: nmd.Renormalised, path: Path, title: str, n_show: int = 12) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    shown = np.where(fit.fitted)[0]
+    shown = shown[np.linspace(0, len(shown) - 1, min(n_show, len(shown))).astype(int)] \
+        if len(shown) else shown
+    fmax = np.nanmax(np.abs(fit.harmonic)) * 1.3
+    for k, nu in enumerate(shown):
+        p = fit.spectra[nu] / fit.spectra[nu].max()
+        ax.plot(fit.spectrum_frequencies, p + k, lw=0.7, color=f"C{k % 10}")
+        ax.axvline(fit.frequencies[nu], ymin=0, ymax=1, color=f"C{k % 10}", lw=0.3)
+    ax.set(xlim=(0, fmax), xlabel="frequency (THz)", ylabel="mode power spectrum (offset)",
+           title=title)
+    ok = fit.fitted
+    bx.errorbar(fit.harmonic[ok], fit.frequencies[ok], yerr=fit.frequency_errors[ok], fmt="o",
+                ms=3, label="renormalised")
+    bx.errorbar(fit.harmonic[ok], fit.linewidths[ok], yerr=fit.linewidth_errors[ok], fmt="s",
+                ms=3, label="linewidth (FWHM)")
+    lim = [min(0, np.nanmin(fit.harmonic)), fmax]
+    bx.plot(lim, lim, "k--", lw=0.6)
+    bx.set(xlabel="harmonic frequency (THz)", ylabel="THz")
+    bx.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def run(cfg: DictConfig) -> Path:
+    t = cfg.task
+    out = Path(t.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in trajectory_files(t.md_dir):
+        t0 = time.perf_counter()
+        traj = read_trajectory(path)
+        phonon = load_phonopy(force_constants_file(t.phonons_dir, traj.source))
+        row, table, fit, renorm = analyse_trajectory(traj, phonon, t)
+        sub = out / traj.name
+        sub.mkdir(parents=True, exist_ok=True)
+        table.to_csv(sub / "modes.csv", index=False)
+        save_phonopy(renorm, sub / "phonopy_renormalised.yaml")
+        result = phonons.analyse(renorm, mesh=_plain(t.mesh), npoints=int(t.npoints),
+                                 tolerance=float(t.tolerance))
+        phonons.plot(result, sub / "band_dos.png",
+                     title=f"{traj.name}: renormalised at {traj.temperature:g} K")
+        plot_spectra(fit, sub / "spectra.png", traj.name)
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        row["renormalised_dispersion"] = result["stability"].summary()
+        rows.append(row)
+        log.info("%s: %d/%d modes fitted in %.1f s; %s", traj.name, row["n_modes_fitted"],
+                 len(table), row["seconds"], row["verdict"])
+    summary = pd.DataFrame(rows)
+    summary.to_csv(out / "stabilisation.csv", index=False)
+    log.info("renormalised phonons:\n%s", summary[["name", "frames_used", "n_imaginary_harmonic",
+                                                   "n_imaginary_renormalised", "mean_shift_thz",
+                                                   "median_linewidth_thz"]].to_string(index=False))
+    return out / "stabilisation.csv"
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
