@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from phonopy.harmonic.force_constants import compact_fc_to_full_fc
 
 from capml.analysis import nmd
 from capml.simulation import phonons
 from capml.simulation.forces import make_evaluator
+from capml.simulation.phonopy_io import full_force_constants
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +97,7 @@ def test_damped_modes_give_their_linewidth(copper):
 
 
 def test_renormalised_force_constants_round_trip(copper):
-    fc = compact_fc_to_full_fc(copper.primitive, copper.force_constants) \
-        if copper.force_constants.shape[0] != copper.force_constants.shape[1] \
-        else copper.force_constants
+    fc = full_force_constants(copper)
     modes = nmd.gamma_modes(fc, copper.supercell.masses)
     np.testing.assert_allclose(nmd.renormalised_force_constants(
         modes, np.full(modes.n_modes, np.nan)), fc, atol=1e-8)

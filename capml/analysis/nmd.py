@@ -25,6 +25,8 @@ import numpy as np
 from ase import units
 from scipy import ndimage, optimize, signal
 
+from capml.simulation.phonopy_io import full_force_constants
+
 # omega [rad per ase time unit] -> f [THz]
 ASE_TO_THZ = units.fs * 1e3 / (2 * np.pi)
 HANN_ENBW_BINS = 1.5  # equivalent noise bandwidth of the Hann window, in bins
@@ -83,12 +85,7 @@ def gamma_modes(force_constants: np.ndarray, masses: np.ndarray) -> Modes:
 
 def modes_from_phonopy(phonon) -> Modes:
     """Gamma modes of a phonopy object's supercell (compact force constants allowed)."""
-    from phonopy.harmonic.force_constants import compact_fc_to_full_fc
-
-    fc = phonon.force_constants
-    if fc.shape[0] != fc.shape[1]:
-        fc = compact_fc_to_full_fc(phonon.primitive, fc)
-    return gamma_modes(fc, phonon.supercell.masses)
+    return gamma_modes(full_force_constants(phonon), phonon.supercell.masses)
 
 
 def project_velocities(velocities: np.ndarray, modes: Modes) -> np.ndarray:

@@ -17,7 +17,12 @@ import numpy as np
 from ase import Atoms
 from phonopy import Phonopy
 
-from capml.simulation.phonopy_io import map_atoms, supercell_atoms, to_phonopy_atoms
+from capml.simulation.phonopy_io import (
+    full_force_constants,
+    map_atoms,
+    supercell_atoms,
+    to_phonopy_atoms,
+)
 
 
 def supercell_force_constants(end_members: dict[float, Phonopy], target: Atoms,
@@ -38,17 +43,8 @@ def supercell_force_constants(end_members: dict[float, Phonopy], target: Atoms,
         scaled = target.copy()
         scaled.set_cell(ref.cell, scale_atoms=True)
         m = map_atoms(ref, scaled)
-        fce = _full_fc(ph)[np.ix_(m, m)]
+        fce = full_force_constants(ph)[np.ix_(m, m)]
         fc = w * fce if fc is None else fc + w * fce
-    return fc
-
-
-def _full_fc(ph: Phonopy) -> np.ndarray:
-    fc = ph.force_constants
-    if fc.shape[0] != fc.shape[1]:  # compact (primitive x supercell) -> full
-        from phonopy.harmonic.force_constants import compact_fc_to_full_fc
-
-        fc = compact_fc_to_full_fc(ph.primitive, fc)
     return fc
 
 

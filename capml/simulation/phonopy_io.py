@@ -100,6 +100,14 @@ def save_phonopy(phonon: Phonopy, path) -> Path:
     return path
 
 
+def full_force_constants(phonon: Phonopy) -> np.ndarray:
+    """Supercell force constants [n, n, 3, 3] (eV/A^2), expanded when stored compact."""
+    from phonopy.harmonic.force_constants import compact_fc_to_full_fc
+
+    fc = phonon.force_constants
+    return fc if fc.shape[0] == fc.shape[1] else compact_fc_to_full_fc(phonon.primitive, fc)
+
+
 def supercell_atoms(phonon: Phonopy) -> Atoms:
     return to_ase_atoms(phonon.supercell)
 

@@ -26,6 +26,7 @@ TASKS = {
         "thermal_gap": "capml.tasks.thermal_gap",
         "gamma_modes": "capml.tasks.gamma_modes",
         "report": "capml.tasks.report",
+        "pipeline": "capml.tasks.pipeline",
     },
     "train": {},
 }

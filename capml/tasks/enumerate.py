@@ -10,9 +10,15 @@ formula unit (parent cell) and as mixing energy per formula unit relative to the
 relaxed end members (relaxed here as well when they are not among the
 compositions and ``mixing_energy`` is on).
 
+A relaxed ordering whose closest contact is shorter than ``min_contact`` times the
+sum of the two atoms' covalent radii (e.g. Ag-I at 1.45 A, reached by a potential
+outside its training data) is kept in the files with its energy but not ranked
+(rank -1), like a failed relaxation, and cannot be a ground state or a mixing
+energy reference.
+
 Outputs in ``task.output_dir``: ``enumerated.h5`` (every relaxed ordering; meta
 k, config, multiplicity, dopant_sites, converged, energy_per_fu, mixing_energy,
-rank = 0 for the lowest energy of its composition), ``ground_states.h5`` (the
+contact_ratio, closest_contact, rank = 0 for the lowest energy of its composition), ``ground_states.h5`` (the
 rank-0 structure of each requested composition: the input of task=phonons and
 task=md), ``enumeration.csv`` (one row per ordering) and ``orderings.csv``
 (counts per composition). Relaxed orderings are appended as they finish; rerunning
@@ -61,23 +67,41 @@ def config_id(n_sites: int, k: int, index: int) -> str:
     return f"x{k / n_sites:.4f}-k{k}-c{index:03d}"
 
 
-def rank(data: StructureSet, n_formula_units: int) -> dict[str, np.ndarray]:
+def rank(data: StructureSet, n_formula_units: int, valid=None) -> dict[str, np.ndarray]:
     """Per-structure energy per formula unit (eV), mixing energy (eV per formula
-    unit, relative to the lowest x = 0 and x = 1 energies; NaN without them) and
-    rank by energy within each composition (0 = lowest, -1 = failed relaxation)."""
+    unit, relative to the lowest valid x = 0 and x = 1 energies; NaN without them) and
+    rank by energy within each composition among the ``valid`` rows (default: all)
+    with an energy (0 = lowest, -1 = failed or not valid)."""
     e = data.labels.get("energy", np.full(len(data), np.nan)) / n_formula_units
     x = data.meta["x"]
+    ok = np.isfinite(e) & (np.ones(len(data), bool) if valid is None else np.asarray(valid))
     ends = {}
     for end in (0.0, 1.0):
-        hit = np.isclose(x, end) & np.isfinite(e)
+        hit = np.isclose(x, end) & ok
         ends[end] = e[hit].min() if hit.any() else np.nan
     mixing = e - (1.0 - x) * ends[0.0] - x * ends[1.0]
-    ranks = np.full(len(data), -1, dtype=np.int64)  # -1: failed relaxation (NaN energy)
+    ranks = np.full(len(data), -1, dtype=np.int64)  # -1: failed relaxation or not valid
     for value in np.unique(np.round(x, 10)):
-        rows = np.flatnonzero(np.isclose(x, value) & np.isfinite(e))
+        rows = np.flatnonzero(np.isclose(x, value) & ok)
         order = rows[np.argsort(e[rows], kind="stable")]
         ranks[order] = np.arange(len(order))
     return {"energy_per_fu": e, "mixing_energy": mixing, "rank": ranks}
+
+
+def closest_contact(atoms) -> tuple[float, str]:
+    """The smallest interatomic distance (minimum image) over the sum of the two atoms'
+    covalent radii (ase.data.covalent_radii), and the pair as 'Ag-I 1.447 A (0.51)'."""
+    from ase.data import covalent_radii
+
+    if len(atoms) < 2:
+        return float("inf"), ""
+    d = atoms.get_all_distances(mic=True)
+    r = covalent_radii[atoms.numbers]
+    ratio = d / (r[:, None] + r[None, :])
+    np.fill_diagonal(ratio, np.inf)
+    i, j = np.unravel_index(np.argmin(ratio), ratio.shape)
+    s = atoms.get_chemical_symbols()
+    return float(ratio[i, j]), f"{s[i]}-{s[j]} {d[i, j]:.3f} A ({ratio[i, j]:.2f})"
 
 
 def run(cfg: DictConfig) -> Path:
@@ -114,8 +138,19 @@ def run(cfg: DictConfig) -> Path:
         log.info("[%d/%d] x = %.4f config %d (multiplicity %d): %s", j + 1, len(jobs),
                  k / n_sites, i, ordering.multiplicity, describe(res))
     data = store.read(path)
-    ranked = rank(data, system.n_cells)
-    store.update_rows(path, np.arange(len(data)), meta=ranked)
+    contacts = [closest_contact(a) for a in data.to_atoms()]
+    ratio = np.array([c[0] for c in contacts])
+    min_contact = t.get("min_contact")
+    valid = ratio >= float(min_contact) if min_contact else np.ones(len(data), bool)
+    energy = data.labels.get("energy", np.full(len(data), np.nan))
+    for i in np.flatnonzero(~valid & np.isfinite(energy)):
+        log.warning("%s relaxed to an unphysical structure: closest contact %s < "
+                    "task.min_contact = %s x the covalent radii sum (the potential is "
+                    "outside its training data there): not ranked", data.meta["id"][i],
+                    contacts[i][1], min_contact)
+    ranked = rank(data, system.n_cells, valid)
+    store.update_rows(path, np.arange(len(data)), meta={
+        **ranked, "contact_ratio": ratio, "closest_contact": [c[1] for c in contacts]})
     data = store.read(path)
     wanted = np.isin(data.meta["k"], [system.n_substituted(x) for x in comps])
     ground = data.subset(np.flatnonzero(wanted & (data.meta["rank"] == 0)))
@@ -123,7 +158,7 @@ def run(cfg: DictConfig) -> Path:
     missing = sorted(realised - set(np.round(ground.meta.get("x", []), 6)))
     if missing:
         log.error("no successfully relaxed ordering at x = %s: not in ground_states.h5 "
-                  "(see relax_note in %s)", missing, path)
+                  "(see relax_note and closest_contact in %s)", missing, path)
     store.write(out_dir / "ground_states.h5", ground, config=config)
     table = _table(data)
     table.to_csv(out_dir / "enumeration.csv", index=False)
@@ -159,6 +194,7 @@ def _table(data: StructureSet):
         "energy_eV": data.labels.get("energy", np.full(len(data), np.nan)), "energy_per_fu_eV": m["energy_per_fu"],
         "mixing_meV_per_fu": 1000.0 * np.asarray(m["mixing_energy"], dtype=float),
         "rank": m["rank"], "converged": m["converged"], "n_steps": m["n_steps"],
-        "max_force_eV_A": m["max_force"], "dopant_sites": m["dopant_sites"], "id": m["id"],
+        "max_force_eV_A": m["max_force"], "closest_contact": m["closest_contact"],
+        "dopant_sites": m["dopant_sites"], "id": m["id"],
         "note": m["relax_note"]})
     return table.sort_values(["x", "rank"]).reset_index(drop=True)

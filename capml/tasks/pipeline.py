@@ -5,7 +5,8 @@ stages to run. Each stage config is resolved in the context of the whole run
 config (so it can name an earlier stage's outputs, e.g.
 ``${task.stages.enumerate.output_dir}/ground_states.h5``) and then run as
 ``task`` of a copy of the run config. ``experiment=demo`` and ``experiment=paper``
-chain enumerate -> phonons -> md this way.
+chain enumerate -> phonons -> md this way, and analyze.py's ``experiment=demo_analysis``
+renormalised_phonons -> thermal_gap -> gamma_modes -> report.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    from capml.tasks import dispatch
+    from capml.tasks import TASKS, dispatch
 
     order = list(cfg.task.order)
     stages = cfg.task.stages
@@ -37,8 +38,10 @@ def run(cfg: DictConfig) -> dict:
         sub = copy.deepcopy(cfg)
         with open_dict(sub):
             sub.task = stage
-        log.info("pipeline stage %d/%d: %s (task=%s)", k + 1, len(order), name, stage["name"])
+        entry = next(e for e, tasks in TASKS.items() if stage["name"] in tasks)
+        log.info("pipeline stage %d/%d: %s (%s.py task=%s)", k + 1, len(order), name, entry,
+                 stage["name"])
         t0 = time.perf_counter()
-        results[name] = dispatch("simulate", sub)
+        results[name] = dispatch(entry, sub)
         log.info("pipeline stage %s done in %.1f s", name, time.perf_counter() - t0)
     return results
