@@ -104,7 +104,7 @@ def plot_spectra(fit: nmd.Renormalised, path: Path, title: str, n_show: int = 12
     for k, nu in enumerate(shown):
         p = fit.spectra[nu] / fit.spectra[nu].max()
         ax.plot(fit.spectrum_frequencies, p + k, lw=0.7, color=f"C{k % 10}")
-        ax.axvline(fit.frequencies[nu], ymin=0, ymax=1, color=f"C{k % 10}", lw=0.3)
+        ax.plot([fit.frequencies[nu]] * 2, [k, k + 1], color=f"C{k % 10}", lw=0.8, ls=":")
     ax.set(xlim=(0, fmax), xlabel="frequency (THz)", ylabel="mode power spectrum (offset)",
            title=title)
     ok = fit.fitted
