@@ -76,7 +76,8 @@ def check(k: int) -> None:
         worst = max(worst, abs(energy - e_distinct[canonical]))
     t_all = time.perf_counter() - t0
     print(f"\nEMT check, Cu3(Ag,Au) with k = {k}: {len(distinct)} distinct relaxations in "
-          f"{t_distinct:.1f} s vs {math.comb(system.n_sublattice_sites, k)} in {t_all:.1f} s; "
+          f"{t_distinct:.1f} s vs {math.comb(system.n_sublattice_sites, k)} in {t_all:.1f} s "
+          f"({t_all / t_distinct:.1f}x); "
           f"largest |E(ordering) - E(its distinct representative)| = {worst:.2e} eV")
     energies = np.array(list(e_distinct.values()))
     print("distinct energies (eV): " + " ".join(f"{e:.5f}" for e in energies))

@@ -1,7 +1,9 @@
 """MD throughput: capml's batched Langevin engine vs ASE Langevin + mace's MACECalculator.
 
-Same MACE model (a freshly initialised ScaleShiftMACE built in-process, as mace's
-own tests do, saved to a temporary file and loaded by both sides), same 40-atom
+Same MACE model on both sides (default: the bundled demo potential
+data/demo/mace_demo.model, loaded with capml.calculators.mlip.mlip as the simulate
+tasks do; ``--model random``: a freshly initialised ScaleShiftMACE of ``--hidden``
+irreps and ``--r-max``, as mace's own tests build it), same 40-atom
 Ag3SBr_xI_(1-x) cells (seeded random orderings at x = 0, 1/8, ..., 1), same
 Langevin settings (dt 1 fs, friction 1e-3 /fs, 300 K, Maxwell-Boltzmann start).
 For 1 and for 9 replicas: ASE runs the replicas one after another (one
@@ -10,10 +12,11 @@ with one batched model call per step and writes HDF5 trajectories (a frame every
 10 steps). Reported: replica-steps per second, atom-steps per second and their
 ratio. A timing is the difference between a run of 2 + ``--steps`` steps and one of 2
 steps, so set-up (model loading, calculator and integrator construction, the first
-force call, file creation) cancels; the median of ``--repeats`` after a warm-up.
+force call, file creation) cancels; the median of ``--repeats`` after a warm-up, the two
+engines' repeats interleaved.
 
-    python bench/md.py                                   # CPU, float64, 32x0e model
-    python bench/md.py --hidden "64x0e + 64x1o" --threads 2
+    python bench/md.py                                   # CPU, float64, demo potential
+    python bench/md.py --model random --hidden "64x0e + 64x1o" --threads 2
     python bench/md.py --device cuda --dtype float32 --steps 200
 """
 
@@ -33,10 +36,10 @@ from ase import units
 from ase.md.langevin import Langevin
 from omegaconf import OmegaConf
 
+from capml.calculators.mlip import mlip
 from capml.simulation import md
 from capml.simulation.forces import build_mace, make_evaluator
 from capml.structures import System
-from capml.utils.torch_compat import import_mace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,8 +81,10 @@ def main(argv=None):
     p.add_argument("--replicas", type=int, nargs="+", default=[1, 9])
     p.add_argument("--steps", type=int, default=20, help="timed MD steps per replica")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--hidden", default="32x0e", help="MACE hidden irreps")
-    p.add_argument("--r-max", type=float, default=5.0, help="MACE cutoff (A)")
+    p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_demo.model"),
+                   help="MACE .model file or mace_mp name; 'random': a fresh model")
+    p.add_argument("--hidden", default="32x0e", help="MACE hidden irreps (--model random)")
+    p.add_argument("--r-max", type=float, default=5.0, help="MACE cutoff, A (--model random)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -88,36 +93,39 @@ def main(argv=None):
     logging.disable(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    calculators = import_mace("mace.calculators")
     tmp = Path(tempfile.mkdtemp(prefix="capml-bench-md-"))
-    model_path = tmp / "bench.model"
-    torch.save(build_mace([16, 35, 47, 53], r_max=args.r_max, hidden_irreps=args.hidden),
-               model_path)
+    if args.model == "random":
+        model_path = tmp / "bench.model"
+        torch.save(build_mace([16, 35, 47, 53], r_max=args.r_max, hidden_irreps=args.hidden),
+                   model_path)
+        label = f"fresh MACE {args.hidden}, r_max {args.r_max} A"
+    else:
+        model_path, label = args.model, f"MACE {args.model}"
 
     def build():
-        return calculators.MACECalculator(models=torch.load(model_path, weights_only=False),
-                                          device=args.device, default_dtype=args.dtype)
+        return mlip(str(model_path), device=args.device, dtype=args.dtype)
 
     calc = build()
-    print(f"MACE {args.hidden}, r_max {args.r_max} A, {args.dtype}, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}; 40-atom cells; {args.steps} steps, "
-          f"median of {args.repeats}")
-    print(f"{'replicas':>8} {'engine':>22} {'steps/s':>9} {'atom-steps/s':>13} {'ratio':>6}")
+    n_params = sum(p.numel() for p in calc.models[0].parameters())
+    print(f"{label} ({n_params} parameters, r_max {float(calc.r_max):.1f} A), {args.dtype}, "
+          f"device {args.device}, torch threads {torch.get_num_threads()}; 40-atom cells; "
+          f"{args.steps} steps, median of {args.repeats}")
+    print(f"{'replicas':>8} {'engine':>22} {'replica-steps/s':>15} {'atom-steps/s':>13} "
+          f"{'ratio':>6}")
     for n in args.replicas:
         cells = structures(n)
         n_atoms = sum(len(c) for c in cells)
         ase_run(cells[:1], calc, 2)  # warm-up
         capml_run(cells, build, 2, tmp / f"warm{n}", args.dtype)
-        t_ase = statistics.median(
-            ase_run(cells, calc, 2 + args.steps) - ase_run(cells, calc, 2)
-            for _ in range(args.repeats))
-        t_cap = statistics.median(
-            capml_run(cells, build, 2 + args.steps, tmp / f"n{n}r{k}l", args.dtype)
-            - capml_run(cells, build, 2, tmp / f"n{n}r{k}s", args.dtype)
-            for k in range(args.repeats))
+        t_ase, t_cap = [], []
+        for k in range(args.repeats):  # interleaved, so that a changing machine load hits both
+            t_ase.append(ase_run(cells, calc, 2 + args.steps) - ase_run(cells, calc, 2))
+            t_cap.append(capml_run(cells, build, 2 + args.steps, tmp / f"n{n}r{k}l", args.dtype)
+                         - capml_run(cells, build, 2, tmp / f"n{n}r{k}s", args.dtype))
+        t_ase, t_cap = statistics.median(t_ase), statistics.median(t_cap)
         for name, t in (("ase Langevin+MACECalc", t_ase), ("capml batched", t_cap)):
             ratio = f"{t_ase / t:6.2f}" if name.startswith("capml") else f"{1.0:6.2f}"
-            print(f"{n:>8} {name:>22} {n * args.steps / t:9.2f} "
+            print(f"{n:>8} {name:>22} {n * args.steps / t:15.2f} "
                   f"{n_atoms * args.steps / t:13.0f} {ratio}")
 
 

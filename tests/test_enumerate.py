@@ -158,3 +158,73 @@ def test_rank_skips_failed_relaxations():
     assert list(out["rank"]) == [0, 0, -1, 1, 0]
     np.testing.assert_allclose(out["mixing_energy"][[1, 3]], [-1.0 + 2.0, -0.5 + 2.0])
     assert np.isnan(out["mixing_energy"][2])
+
+
+def test_enumerate_task_records_failed_relaxations(cfg_factory, tmp_path, caplog, monkeypatch):
+    """A calculator that fails for every x = 0.5 ordering: the task does not crash; the
+    failures are rows with NaN energy, rank -1 and the error in relax_note; the composition
+    is missing from ground_states.h5 with a logged error; the other compositions are ranked."""
+    from ase.calculators.calculator import CalculationFailed
+    from ase.calculators.emt import EMT
+
+    import capml.tasks.enumerate as enumerate_task
+    from capml.calculators.reference import Labeler
+
+    class FailsAtHalf(EMT):
+        def calculate(self, atoms=None, *args, **kwargs):
+            if atoms is not None and (atoms.numbers == 79).sum() == 4:  # 4 Au of 8 sites
+                raise CalculationFailed("SCF not converged in 250 cycles")
+            super().calculate(atoms, *args, **kwargs)
+
+    labeler = Labeler(level="emt", build=lambda **_: FailsAtHalf(), settings={},
+                      properties=("energy", "forces", "stress"))
+    monkeypatch.setattr(enumerate_task, "instantiate", lambda _: labeler)
+    cfg = with_cu3x(cfg_factory("simulate", "task=enumerate", "calculator=emt",
+                                "task.compositions=[0.5,1.0]"))
+    caplog.set_level("INFO", logger="capml.tasks.enumerate")
+    dispatch("simulate", cfg)
+    data = store.read(tmp_path / "enumerated.h5")
+    m, e = data.meta, data.labels["energy"]
+    half = np.isclose(m["x"], 0.5)
+    assert len(data) == 8 and half.sum() == 6
+    assert np.all(np.isnan(e[half])) and np.all(np.isfinite(e[~half]))
+    assert np.all(m["rank"][half] == -1) and np.all(m["rank"][~half] == 0)
+    assert np.all(m["converged"][half] == 0)
+    assert all(str(n).startswith("failed: default: SCF not converged") for n in m["relax_note"][half])
+    assert "no successfully relaxed ordering at x = [0.5]" in caplog.text
+    ground = store.read(tmp_path / "ground_states.h5")
+    assert list(ground.meta["x"]) == [1.0]
+    table = (tmp_path / "enumeration.csv").read_text()
+    assert table.count("failed: default: SCF not converged") == 6
+
+
+def test_unphysical_relaxations_are_kept_but_not_ranked(cfg_factory, tmp_path, caplog):
+    """Closest contact below task.min_contact x the covalent radii sum: rows kept with
+    their energy, rank -1, not a ground state; the check is applied at ranking time, so
+    rerunning with another threshold re-ranks without relaxing again."""
+    from ase.build import bulk
+
+    from capml.tasks.enumerate import closest_contact
+
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    ratio, text = closest_contact(cu)
+    assert ratio == pytest.approx(3.6 / 2**0.5 / (2 * 1.32), abs=1e-3) and text.startswith("Cu-Cu 2.546 A")
+    cu.positions[1] = cu.positions[0] + [0.0, 0.0, 1.3]
+    assert closest_contact(cu)[0] < 0.5
+
+    caplog.set_level("INFO", logger="capml.tasks.enumerate")
+    cfg = with_cu3x(cfg_factory("simulate", "task=enumerate", "calculator=emt",
+                                "task.compositions=[1.0]", "task.min_contact=1.2"))
+    dispatch("simulate", cfg)
+    data = store.read(tmp_path / "enumerated.h5")
+    assert len(data) == 2 and np.all(np.isfinite(data.labels["energy"]))
+    assert np.all(data.meta["rank"] == -1) and np.all(data.meta["contact_ratio"] < 1.2)
+    assert str(data.meta["closest_contact"][0]).startswith("Cu-")
+    assert "relaxed to an unphysical structure" in caplog.text
+    assert len(store.read(tmp_path / "ground_states.h5")) == 0
+    cfg = with_cu3x(cfg_factory("simulate", "task=enumerate", "calculator=emt",
+                                "task.compositions=[1.0]", "task.min_contact=null"))
+    dispatch("simulate", cfg)
+    assert "0 orderings to relax (2 already" in caplog.text
+    assert list(store.read(tmp_path / "enumerated.h5").meta["rank"]) == [0, 0]
+    assert list(store.read(tmp_path / "ground_states.h5").meta["x"]) == [1.0]

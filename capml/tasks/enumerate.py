@@ -197,4 +197,6 @@ def _table(data: StructureSet):
         "max_force_eV_A": m["max_force"], "closest_contact": m["closest_contact"],
         "dopant_sites": m["dopant_sites"], "id": m["id"],
         "note": m["relax_note"]})
-    return table.sort_values(["x", "rank"]).reset_index(drop=True)
+    last = table["rank"].where(table["rank"] >= 0, len(table))  # failed/unphysical last
+    return (table.assign(_order=last).sort_values(["x", "_order", "config"])
+            .drop(columns="_order").reset_index(drop=True))
