@@ -219,9 +219,10 @@ def test_blow_up_stops_the_replica_keeps_its_frames_and_lets_others_finish(tmp_p
                  settings(n_steps=200), tmp_path / "hot", level="emt", raise_on_blowup=False)
     assert "kinetic temperature" in hot[0].status and hot[0].last_step < 200
     close = md.run([md.Replica("close", copper(), 300.0, seed=4)], emt,
-                   settings(n_steps=10, min_distance=2.7), tmp_path / "close", level="emt",
+                   settings(n_steps=10, min_contact=1.0), tmp_path / "close", level="emt",
                    raise_on_blowup=False)
-    assert "(Cu)" in close[0].status and "min_distance 2.7 A" in close[0].status
+    # Cu-Cu 2.55 A < 1.0 x (1.32 + 1.32) A
+    assert "(Cu)" in close[0].status and "min_contact 1" in close[0].status
 
 
 def test_batched_mace_engine_matches_mace_calculator(system, tmp_path):

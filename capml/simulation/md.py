@@ -16,8 +16,8 @@ A run writes a frame every ``stride`` steps into one HDF5 file per replica
 (capml.simulation.trajectory), flushed at least every ``flush_interval_s``
 seconds; rerunning the same command resumes every replica from its last stored
 frame. A replica that blows up (non-finite energy or forces, kinetic temperature
-above ``max_temperature_factor`` x target, two atoms closer than
-``min_distance``) stops with its frames kept and its status recorded; the others
+above ``max_temperature_factor`` x target, two atoms closer than ``min_contact``
+x the sum of their covalent radii) stops with its frames kept and its status recorded; the others
 go on.
 """
 
@@ -33,6 +33,7 @@ import numpy as np
 from ase import Atoms, units
 
 from capml.simulation import trajectory as traj
+from capml.structures.contacts import closest_contact
 from capml.simulation.forces import Evaluator
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class LangevinSettings:
     stride: int = 10  # steps between stored frames
     zero_momentum: bool = True  # remove the centre-of-mass momentum of the start velocities
     max_temperature_factor: float = 3.0  # blow-up: kinetic T above this times the target
-    min_distance: float = 0.5  # A; blow-up: two atoms closer than this
+    min_contact: float = 0.7  # blow-up: two atoms closer than this x their covalent-radii sum
     stress: bool = False  # store the stress of every frame
     log_interval_s: float = 30.0
     flush_interval_s: float = 30.0
@@ -58,12 +59,12 @@ class LangevinSettings:
         checks = {"timestep_fs": self.timestep_fs > 0, "friction_per_fs": self.friction_per_fs >= 0,
                   "n_steps": self.n_steps >= 0, "stride": self.stride >= 1,
                   "max_temperature_factor": self.max_temperature_factor > 1,
-                  "min_distance": self.min_distance >= 0}
+                  "min_contact": self.min_contact >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"MD settings: invalid {bad[0]} = {getattr(self, bad[0])} "
                              "(timestep_fs > 0, friction_per_fs >= 0, n_steps >= 0, stride >= 1, "
-                             "max_temperature_factor > 1, min_distance >= 0)")
+                             "max_temperature_factor > 1, min_contact >= 0)")
 
 
 @dataclass
@@ -120,19 +121,6 @@ def maxwell_boltzmann(atoms: Atoms, temperature_K: float, rng: np.random.Generat
     if zero_momentum:
         Stationary(work)
     return work.get_velocities() * units.fs
-
-
-def min_distance(positions: np.ndarray, cell: np.ndarray, cutoff: float):
-    """Smallest interatomic distance (A) below ``cutoff`` and its pair, or None."""
-    from ase.neighborlist import primitive_neighbor_list
-
-    if cutoff <= 0:
-        return None
-    i, j, d = primitive_neighbor_list("ijd", (True, True, True), cell, positions, cutoff)
-    if len(d) == 0:
-        return None
-    k = int(np.argmin(d))
-    return float(d[k]), int(i[k]), int(j[k])
 
 
 class _State:
@@ -332,13 +320,15 @@ def _check(state: _State, r: int, temperature: float, settings: LangevinSettings
     if temperature > settings.max_temperature_factor * target:
         return (f"kinetic temperature {temperature:.0f} K above "
                 f"{settings.max_temperature_factor:g} x target {target:g} K")
-    if check_distance:
-        hit = min_distance(state.x[s], state.replicas[r].atoms.cell.array, settings.min_distance)
-        if hit is not None:
-            d, i, j = hit
-            sym = state.replicas[r].atoms.get_chemical_symbols()
-            return (f"atoms {i} ({sym[i]}) and {j} ({sym[j]}) {d:.3f} A apart "
-                    f"(min_distance {settings.min_distance:g} A)")
+    if check_distance and settings.min_contact > 0:
+        atoms = state.replicas[r].atoms
+        hit = closest_contact(atoms.numbers, state.x[s], atoms.cell.array,
+                              max_ratio=settings.min_contact)
+        if hit is not None and hit.ratio < settings.min_contact:
+            sym = atoms.get_chemical_symbols()
+            return (f"atoms {hit.i} ({sym[hit.i]}) and {hit.j} ({sym[hit.j]}) "
+                    f"{hit.distance:.3f} A apart, {hit.ratio:.2f} x their covalent radii "
+                    f"(min_contact {settings.min_contact:g})")
     return ""
 
 

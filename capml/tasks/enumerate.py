@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from capml import data as store
 from capml.data import StructureSet
 from capml.structures import System
+from capml.structures.contacts import closest_contact
 from capml.structures.enumerate import Ordering, build, orderings, system_permutations
 from capml.tasks.generate import compositions_of
 from capml.tasks.relax import (
@@ -88,20 +89,9 @@ def rank(data: StructureSet, n_formula_units: int, valid=None) -> dict[str, np.n
     return {"energy_per_fu": e, "mixing_energy": mixing, "rank": ranks}
 
 
-def closest_contact(atoms) -> tuple[float, str]:
-    """The smallest interatomic distance (minimum image) over the sum of the two atoms'
-    covalent radii (ase.data.covalent_radii), and the pair as 'Ag-I 1.447 A (0.51)'."""
-    from ase.data import covalent_radii
-
-    if len(atoms) < 2:
-        return float("inf"), ""
-    d = atoms.get_all_distances(mic=True)
-    r = covalent_radii[atoms.numbers]
-    ratio = d / (r[:, None] + r[None, :])
-    np.fill_diagonal(ratio, np.inf)
-    i, j = np.unravel_index(np.argmin(ratio), ratio.shape)
-    s = atoms.get_chemical_symbols()
-    return float(ratio[i, j]), f"{s[i]}-{s[j]} {d[i, j]:.3f} A ({ratio[i, j]:.2f})"
+def _contact(atoms) -> tuple[float, str]:
+    hit = closest_contact(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+    return (float("inf"), "") if hit is None else (hit.ratio, hit.describe())
 
 
 def run(cfg: DictConfig) -> Path:
@@ -138,7 +128,7 @@ def run(cfg: DictConfig) -> Path:
         log.info("[%d/%d] x = %.4f config %d (multiplicity %d): %s", j + 1, len(jobs),
                  k / n_sites, i, ordering.multiplicity, describe(res))
     data = store.read(path)
-    contacts = [closest_contact(a) for a in data.to_atoms()]
+    contacts = [_contact(a) for a in data.to_atoms()]
     ratio = np.array([c[0] for c in contacts])
     min_contact = t.get("min_contact")
     valid = ratio >= float(min_contact) if min_contact else np.ones(len(data), bool)

@@ -72,7 +72,7 @@ def settings_of(t) -> md.LangevinSettings:
         timestep_fs=float(t.timestep_fs), friction_per_fs=float(t.friction_per_fs),
         n_steps=n_steps, stride=int(t.stride), zero_momentum=bool(t.zero_momentum),
         max_temperature_factor=float(t.max_temperature_factor),
-        min_distance=float(t.min_distance), stress=bool(t.stress),
+        min_contact=float(t.min_contact), stress=bool(t.stress),
         log_interval_s=float(t.log_interval_s), flush_interval_s=float(t.flush_interval_s))
 
 
