@@ -115,3 +115,22 @@ def test_missing_inputs_are_clear_errors(tmp_path):
         cfg.task.sources = {"run": str(tmp_path / "missing")}
     with pytest.raises(FileNotFoundError, match="task.sources.run"):
         dispatch("analyze", cfg)
+
+
+def test_blown_up_trajectories_are_left_out(simulation, tmp_path):
+    import shutil
+
+    from capml.data import DataError
+    from capml.simulation import trajectory as traj
+
+    copy = tmp_path / "sim"
+    shutil.copytree(simulation, copy)
+    for path in (copy / "md").glob("*.h5"):
+        traj.set_status(path, "blown up: atoms 0 (Cu) and 1 (Cu) 1.0 A apart")
+    with pytest.raises(DataError, match="every MD trajectory blew up"):
+        dispatch("analyze", analyze(tmp_path / "out", "task=thermal_gap",
+                                    f"task.simulation_dir={copy}", f"task.checkpoint={CKPT}"))
+    dispatch("analyze", analyze(tmp_path / "out2", "task=thermal_gap", f"task.simulation_dir={copy}",
+                                f"task.checkpoint={CKPT}", "task.include_blown_up=true",
+                                "task.equilibration_ps=0.5", "task.quantum.n_samples=0"))
+    assert len(pd.read_csv(tmp_path / "out2" / "thermal_gap.csv")) == 1

@@ -8,6 +8,7 @@ harmonic force constants.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,9 @@ import numpy as np
 from ase import Atoms
 
 from capml.data import DataError, store
+from capml.simulation.trajectory import BLOWN_UP
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,6 +74,23 @@ def read_trajectory(path) -> Trajectory:
         numbers=data.numbers[:n].copy(), cell=data.cell[0].copy(),
         masses=np.asarray(md.get("masses_amu") or Atoms(numbers=data.numbers[:n]).get_masses(),
                           dtype=float))
+
+
+def read_trajectories(md_dir, include_blown_up: bool = False) -> list[Trajectory]:
+    """Every trajectory of ``md_dir``; blown-up runs (an unphysical structure, see
+    capml.simulation.md) are left out with a warning unless ``include_blown_up``."""
+    out = []
+    for path in trajectory_files(md_dir):
+        traj = read_trajectory(path)
+        if traj.status.startswith(BLOWN_UP) and not include_blown_up:
+            log.warning("%s: left out (%s); task.include_blown_up=true analyses it anyway",
+                        path, traj.status)
+            continue
+        out.append(traj)
+    if not out:
+        raise DataError(f"{md_dir}: every MD trajectory blew up; nothing physical to analyse "
+                        "(task.include_blown_up=true overrides)")
+    return out
 
 
 def force_constants_file(phonons_dir, source: str) -> Path:

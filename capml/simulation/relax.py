@@ -42,11 +42,14 @@ class RelaxResult:
 
 def relax(atoms: Atoms, calculator, *, fmax: float = 0.01, max_steps: int = 1000,
           relax_cell: bool = False, cell_filter: str = "frechet", keep_symmetry: bool = False,
-          logfile: str | None = None) -> RelaxResult:
+          rattle: float = 0.0, seed: int = 0, logfile: str | None = None) -> RelaxResult:
     """Relax a copy of ``atoms`` with ``calculator`` (BFGS, ``fmax`` in eV/A).
 
     ``keep_symmetry`` adds ASE's FixSymmetry constraint (the relaxed structure keeps
-    the space group of the start). Non-converged relaxations are returned with
+    the space group of the start). ``rattle`` (A) displaces every atom by a seeded
+    Gaussian of this width first, so that a symmetric saddle point (a dynamically
+    unstable cubic cell) can fall into a lower-symmetry minimum instead of staying
+    where symmetric forces hold it. Non-converged relaxations are returned with
     ``converged=False``, not raised, so that callers can record them; a calculator
     failure raises RelaxError carrying the geometry reached.
     """
@@ -55,6 +58,8 @@ def relax(atoms: Atoms, calculator, *, fmax: float = 0.01, max_steps: int = 1000
     if relax_cell and cell_filter not in CELL_FILTERS:
         raise ValueError(f"relax: cell_filter = {cell_filter!r}, expected one of {CELL_FILTERS}")
     work = atoms.copy()
+    if rattle > 0:
+        work.rattle(stdev=rattle, seed=int(seed) % 2**32)
     work.calc = calculator
     if keep_symmetry:
         from ase.constraints import FixSymmetry

@@ -133,7 +133,8 @@ def run(cfg: DictConfig) -> Path:
             res, note = relax_with_fallbacks(
                 a, labeler, fmax=float(t.fmax), max_steps=int(t.max_steps),
                 relax_cell=bool(t.relax_cell), cell_filter=str(t.cell_filter),
-                keep_symmetry=bool(t.keep_symmetry))
+                keep_symmetry=bool(t.keep_symmetry), rattle=float(t.rattle),
+                seed=int(cfg.seed) + k)
             res.note = note
         except RelaxFailed as err:
             res = failed_result(a, str(err))

@@ -24,8 +24,7 @@ from capml.analysis import nmd
 from capml.analysis.simulation_runs import (
     equilibrated,
     force_constants_file,
-    read_trajectory,
-    trajectory_files,
+    read_trajectories,
 )
 from capml.simulation import phonons
 from capml.simulation.phonopy_io import load_phonopy, map_atoms, save_phonopy, supercell_atoms
@@ -127,9 +126,8 @@ def run(cfg: DictConfig) -> Path:
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path in trajectory_files(t.md_dir):
+    for traj in read_trajectories(t.md_dir, bool(t.include_blown_up)):
         t0 = time.perf_counter()
-        traj = read_trajectory(path)
         phonon = load_phonopy(force_constants_file(t.phonons_dir, traj.source))
         row, table, fit, renorm = analyse_trajectory(traj, phonon, t)
         sub = out / traj.name

@@ -27,8 +27,7 @@ from capml.analysis import thermal_gap
 from capml.analysis.simulation_runs import (
     equilibrated,
     force_constants_file,
-    read_trajectory,
-    trajectory_files,
+    read_trajectories,
 )
 from capml.predict import load_predictor
 from capml.sampling.displacements import thermal
@@ -63,9 +62,8 @@ def run(cfg: DictConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     predictor = load_predictor(t.checkpoint)
     rows = []
-    for path in trajectory_files(t.md_dir):
-        traj = read_trajectory(path)
-        keep = equilibrated(traj.times_fs, t.equilibration_ps, where=str(path))
+    for traj in read_trajectories(t.md_dir, bool(t.include_blown_up)):
+        keep = equilibrated(traj.times_fs, t.equilibration_ps, where=str(traj.path))
         frames = np.r_[0, keep[:: int(t.every)]]
         gaps = predictor.predict([traj.atoms(k) for k in frames])
         pd.DataFrame({"time_fs": traj.times_fs[frames], "band_gap": gaps}).to_csv(
