@@ -87,7 +87,8 @@ def run(cfg: DictConfig) -> list[md.Outcome]:
              len(replicas), ", ".join(r.name for r in replicas), settings.n_steps,
              settings.timestep_fs, settings.friction_per_fs, settings.stride)
     outcomes = md.run(replicas, evaluator, settings, Path(t.output_dir), level=labeler.level,
-                      config=OmegaConf.to_yaml(cfg, resolve=True))
+                      config=OmegaConf.to_yaml(cfg, resolve=True),
+                      raise_on_blowup=bool(t.fail_on_blowup))
     for o in outcomes:
         rate = o.steps_run / o.wall_s if o.wall_s else float("nan")
         log.info("%s: %s at step %d (%d steps this run, %.1f steps/s) -> %s", o.name, o.status,

@@ -74,7 +74,13 @@ def analyse_trajectory(traj, phonon, t) -> tuple[dict, pd.DataFrame, nmd.Renorma
            "min_renormalised_thz": float(np.nanmin(freqs[moving])),
            "mean_shift_thz": float(np.nanmean(np.abs(freqs[moving]) -
                                               np.abs(modes.frequencies[moving]))),
-           "median_linewidth_thz": float(np.nanmedian(fit.linewidths[moving]))}
+           "median_linewidth_thz": float(np.nanmedian(fit.linewidths[moving])),
+           "resolution_thz": float(fit.spectrum_frequencies[1] - fit.spectrum_frequencies[0])}
+    if row["resolution_thz"] > float(t.max_resolution_thz):
+        log.warning("%s: spectral resolution %.2f THz (%.1f ps per Welch segment): peak "
+                    "centres and linewidths are uncertain at that level; run longer MD "
+                    "(the paper: 50 ps)", traj.name, row["resolution_thz"],
+                    1.0 / row["resolution_thz"])
     row["verdict"] = verdict(row)
     return row, table, fit, renorm
 
