@@ -7,6 +7,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from capml.analysis import nmd
+from capml.analysis.synthetic import cartesian_velocities, langevin_mode_velocities
 from capml.simulation import phonons
 from capml.simulation.forces import make_evaluator
 from capml.simulation.phonopy_io import full_force_constants
@@ -34,38 +35,12 @@ def test_supercell_gamma_modes_are_phonopys_commensurate_modes(copper):
     np.testing.assert_allclose(e @ e.T, np.eye(96), atol=1e-10)
 
 
-def harmonic_velocities(modes, amplitudes, frequencies_thz, phases, n_frames, dt_fs,
-                        damping_per_fs=None, rng=None):
-    """Velocities [t, n, 3] of a superposition of normal modes: undamped cosines, or each
-    mode an underdamped Langevin oscillator (exact discrete-time update) when damped."""
+def harmonic_velocities(modes, amplitudes, frequencies_thz, phases, n_frames, dt_fs):
+    """Velocities [t, n, 3] of undamped normal modes (cosines) with known frequencies."""
     w = 2 * np.pi * np.asarray(frequencies_thz) * 1e-3  # rad/fs
     t = np.arange(n_frames) * dt_fs
-    if damping_per_fs is None:
-        q_dot = -amplitudes[:, None] * w[:, None] * np.sin(w[:, None] * t + phases[:, None])
-    else:
-        q_dot = damped_mode_velocities(w, damping_per_fs, n_frames, dt_fs, rng)
-    e = modes.eigenvectors[: len(w)]
-    v = np.einsum("mt,mjc->tjc", q_dot, e) / np.sqrt(modes.masses)[None, :, None]
-    return v
-
-
-def damped_mode_velocities(w, gamma, n_frames, dt_fs, rng, substeps=20):
-    """Langevin oscillators x'' = -w^2 x - gamma x' + noise, BAOAB with small steps."""
-    h = dt_fs / substeps
-    x = np.zeros(len(w))
-    v = rng.normal(size=len(w))
-    c1 = np.exp(-gamma * h)
-    c2 = np.sqrt(1 - c1**2)
-    out = np.empty((len(w), n_frames))
-    for k in range(n_frames):
-        for _ in range(substeps):
-            v += -0.5 * h * w**2 * x
-            x += 0.5 * h * v
-            v = c1 * v + c2 * rng.normal(size=len(w))
-            x += 0.5 * h * v
-            v += -0.5 * h * w**2 * x
-        out[:, k] = v
-    return out
+    q_dot = -amplitudes[:, None] * w[:, None] * np.sin(w[:, None] * t + phases[:, None])
+    return cartesian_velocities(modes, q_dot, np.arange(len(w)))
 
 
 def test_harmonic_trajectory_gives_back_its_frequencies(copper):
@@ -86,10 +61,10 @@ def test_damped_modes_give_their_linewidth(copper):
     modes = nmd.modes_from_phonopy(copper)
     chosen = np.where(np.abs(modes.frequencies) > 1.0)[0][::12]
     sub = nmd.Modes(modes.frequencies[chosen], modes.eigenvectors[chosen], modes.masses)
-    gamma = 2 * np.pi * 0.4e-3  # rad/fs: FWHM 0.4 THz of the velocity spectrum
-    rng = np.random.default_rng(1)
-    v = harmonic_velocities(sub, None, np.abs(sub.frequencies), None, n_frames=20000,
-                            dt_fs=5.0, damping_per_fs=gamma, rng=rng)
+    f = np.abs(sub.frequencies)
+    q_dot = langevin_mode_velocities(f, np.full(len(f), 0.4), 20000, 5.0, 300.0,
+                                     np.random.default_rng(1))  # FWHM 0.4 THz
+    v = cartesian_velocities(sub, q_dot, np.arange(len(f)))
     res = nmd.renormalise(v, sub, dt_fs=5.0, n_segments=8)
     assert res.fitted.all()
     np.testing.assert_allclose(res.frequencies, np.abs(sub.frequencies), atol=0.05)
