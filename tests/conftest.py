@@ -61,3 +61,22 @@ def small_set():
         a.info.update(band_gap=0.1 * i, method=["phonon", "uniform", "equilibrium"][i],
                       x=i / 8, temperature=[300.0, np.nan, np.nan][i], seed=i, id=f"t{i}")
     return StructureSet.from_atoms(atoms)
+
+
+@pytest.fixture
+def tiny_mace(tmp_path):
+    """Factory of float64 MACE calculators of one untrained 8x0e model for S, Br, Ag, I
+    (for tests that compare capml's batched engine with mace's own calculator)."""
+    import torch
+
+    from capml.simulation.forces import build_mace
+    from capml.utils.torch_compat import import_mace
+
+    path = tmp_path / "tiny.model"
+    torch.save(build_mace([16, 35, 47, 53], r_max=4.0, hidden_irreps="8x0e"), path)
+    calculators = import_mace("mace.calculators")
+
+    def mace():
+        return calculators.MACECalculator(models=torch.load(path, weights_only=False),
+                                          device="cpu", default_dtype="float64")
+    return mace

@@ -225,15 +225,8 @@ def test_blow_up_stops_the_replica_keeps_its_frames_and_lets_others_finish(tmp_p
     assert "(Cu)" in close[0].status and "min_contact 1" in close[0].status
 
 
-def test_batched_mace_engine_matches_mace_calculator(system, tmp_path):
-    path = tmp_path / "tiny.model"
-    torch.save(build_mace([16, 35, 47, 53], r_max=4.0, hidden_irreps="8x0e"), path)
-    calculators = import_mace("mace.calculators")
-
-    def mace():
-        return calculators.MACECalculator(models=torch.load(path, weights_only=False),
-                                          device="cpu", default_dtype="float64")
-
+def test_batched_mace_engine_matches_mace_calculator(system, tmp_path, tiny_mace):
+    mace = tiny_mace
     cells = [system.parent(0.0) * (2, 1, 1), system.parent(1.0) * (1, 1, 3)]  # ragged batch
     reps = [md.Replica(f"r{k}", c, 300.0, seed=k) for k, c in enumerate(cells)]
     run = settings(n_steps=6, stride=3, stress=True)

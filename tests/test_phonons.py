@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from phonopy import Phonopy
 
 from capml.simulation import phonons
-from capml.simulation.forces import build_mace, make_evaluator
+from capml.simulation.forces import make_evaluator
 from capml.simulation.phonopy_io import load_phonopy, to_ase_atoms, to_phonopy_atoms
 from capml.tasks import dispatch
-from capml.utils.torch_compat import import_mace
 from conftest import DEMO
 from test_enumerate import with_cu3x
 
@@ -80,15 +78,8 @@ def test_gfn2_end_members_are_unstable_at_gamma():
         assert "unstable" in verdict.summary()
 
 
-def test_batched_mace_force_constants_equal_mace_calculator(system, tmp_path):
-    path = tmp_path / "tiny.model"
-    torch.save(build_mace([16, 35, 47, 53], r_max=4.0, hidden_irreps="8x0e"), path)
-    calculators = import_mace("mace.calculators")
-
-    def mace():
-        return calculators.MACECalculator(models=torch.load(path, weights_only=False),
-                                          device="cpu", default_dtype="float64")
-
+def test_batched_mace_force_constants_equal_mace_calculator(system, tmp_path, tiny_mace):
+    mace = tiny_mace
     parent = system.parent(1.0)
     kwargs = dict(supercell_matrix=[2, 1, 1], primitive_matrix="P")
     batched = phonons.force_constants(
