@@ -116,6 +116,25 @@ def test_gfn2_labels_a_parent_cell(system):
     assert 1.0 < labels["band_gap"] < 6.0 and note == ""
 
 
+def test_gfn2_annealing_fallback_gives_the_labels_of_the_target_temperature(system):
+    """The fallback starts the SCF at 3000 K and cools it: its labels must be the 300 K ones
+    (a fallback that returned hot-smearing labels would mix two levels in one data set)."""
+    labeler = instantiate(OmegaConf.load("configs/calculator/gfn2.yaml"))
+    (annealing,) = labeler.fallbacks
+    assert annealing["annealing"]["start_temperature"] >= 10 * labeler.settings["electronic_temperature"]
+    atoms = system.parent(0.0)
+    atoms.positions += np.random.default_rng(3).normal(0, 0.02, atoms.positions.shape)
+    plain = labeler._compute(atoms, labeler.settings)
+    annealed = labeler._compute(atoms, {**labeler.settings, **annealing})
+    hot = labeler._compute(atoms, {**labeler.settings, "electronic_temperature": 3000.0})
+    # measured: annealed - plain 1e-5 eV, hot - plain 1.1e-3 eV (electronic entropy)
+    assert annealed["energy"] == pytest.approx(plain["energy"], abs=2e-4)  # eV per cell
+    assert abs(hot["energy"] - plain["energy"]) > 5e-4
+    assert annealed["band_gap"] == pytest.approx(plain["band_gap"], abs=2e-3)
+    # accuracy 30 converges the density loosely: forces agree to the SCF noise (5 meV/A here)
+    np.testing.assert_allclose(annealed["forces"], plain["forces"], atol=1e-2)
+
+
 def test_gpaw_labels_a_small_cell():
     pytest.importorskip("gpaw")
     from ase.build import molecule

@@ -80,10 +80,25 @@ class Labeler:
         return out
 
 
+def _plain(settings) -> dict:
+    """A fallback's settings as plain Python (Hydra hands over nested DictConfigs)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(settings) if isinstance(settings, DictConfig) else dict(settings)
+
+
 # ----------------------------------------------------------------- GFN2-xTB
-def _tblite(**settings):
+def _tblite(annealing: dict | None = None, **settings):
+    """tblite's ASE calculator. ``annealing`` = {start_temperature (K), hold_cycles, cycles}:
+    the SCF starts with that Fermi smearing, holds it, then cools linearly to
+    ``electronic_temperature``; convergence counts only after the cooling, so the labels
+    belong to ``electronic_temperature``."""
+    from ase.units import Hartree, kB
     from tblite.ase import TBLite
 
+    if annealing is not None:
+        settings["annealing"] = (float(annealing["start_temperature"]) * kB / Hartree,
+                                 int(annealing["hold_cycles"]), int(annealing["cycles"]))
     return TBLite(**settings)
 
 
@@ -111,7 +126,7 @@ def gfn2(properties=PROPERTIES, accuracy: float = 30.0, electronic_temperature: 
                       electronic_temperature=electronic_temperature,
                       max_iterations=max_iterations, mixer_damping=mixer_damping, verbosity=0),
         properties=tuple(properties),
-        fallbacks=[dict(f) for f in fallbacks],
+        fallbacks=[_plain(f) for f in fallbacks],
         band_gap=_tblite_gap,
     )
 
@@ -144,7 +159,7 @@ def gpaw(properties=("band_gap",), mode: str = "lcao", basis: str = "sz(dzp)", x
                       occupations={"name": "fermi-dirac", "width": smearing_width},
                       maxiter=max_iterations),
         properties=tuple(properties),
-        fallbacks=[dict(f) for f in fallbacks],
+        fallbacks=[_plain(f) for f in fallbacks],
         band_gap=_gpaw_gap,
     )
 
