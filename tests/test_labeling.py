@@ -72,6 +72,53 @@ def test_calculator_exception_is_recorded_and_run_goes_on(tmp_path):
     assert list(pending_indices(path, retry_failed=True)) == [1]
 
 
+BUILDS = []
+
+
+def emt_or_lj(lj: bool = False):
+    """EMT (no parameters for S: fails there), or Lennard-Jones (never fails) as a fallback."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.lj import LennardJones
+
+    BUILDS.append("lj" if lj else "emt")
+    return LennardJones() if lj else EMT()
+
+
+def flaky_labeler(fallbacks=()):
+    from capml.calculators.reference import Labeler
+
+    return Labeler(level="emt", build=emt_or_lj, settings={}, properties=("energy", "forces"),
+                   fallbacks=[dict(f) for f in fallbacks])
+
+
+def test_retry_untried_runs_only_the_new_fallbacks(tmp_path):
+    atoms = copper_set(3).to_atoms()
+    atoms[1].symbols[0] = "S"
+    path = store.write(tmp_path / "mixed.h5", StructureSet.from_atoms(atoms))
+    cfg = {"_target_": "test_labeling.flaky_labeler"}
+    label_file(path, path, cfg)
+    status = store.read_meta(path, "label_status")
+    assert status[1].startswith("failed: default: ")
+    # nothing new to try with the same settings
+    assert list(pending_indices(path, "untried", ["default"])) == []
+    BUILDS.clear()  # a fallback that fails too: both failures stay on record
+    label_file(path, path, {**cfg, "fallbacks": [{"lj": False}]}, retry_failed="untried")
+    assert BUILDS == ["emt"]
+    assert store.read_meta(path, "label_status")[1].startswith(
+        "failed: default: ") and "; {'lj': False}: " in store.read_meta(path, "label_status")[1]
+    with_fallback = {**cfg, "fallbacks": [{"lj": False}, {"lj": True}]}
+    BUILDS.clear()
+    counts = label_file(path, path, with_fallback, retry_failed="untried")
+    assert counts == {"ok": 1, "failed": 0, "skipped": 2}
+    assert BUILDS == ["lj"]  # the default that failed before was not recomputed
+    data = store.read(path)
+    assert data.meta["label_status"][1] == "ok"
+    assert data.meta["label_note"][1] == "fallback 2: {'lj': True}"
+    assert np.isfinite(data.labels["energy"][1])
+    with pytest.raises(ValueError, match="retry_failed='sometimes'"):
+        label_file(path, path, cfg, retry_failed="sometimes")
+
+
 KILLABLE = textwrap.dedent("""
     import logging, sys
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")

@@ -5,7 +5,9 @@ is written in place and flushed at once (labels, ``level``, ``label_status``,
 ``label_seconds``, ``label_note``). A structure whose status is set is never
 recomputed, so a killed job resumes where it stopped and loses at most the
 structures in flight. A failed calculation is recorded as ``failed: <reason>``
-with NaN labels; it is retried only when asked (``retry_failed``).
+with NaN labels; it is retried only when asked (``retry_failed``): from scratch (True), or
+with only the settings variants it has not failed with yet ("untried"; the calculations
+are deterministic, so repeating a failed variant only costs time).
 """
 
 from __future__ import annotations
@@ -28,17 +30,30 @@ log = logging.getLogger(__name__)
 _WORKER = {}
 
 
-def pending_indices(path, retry_failed: bool = False) -> np.ndarray:
-    """Structures of ``path`` still to be labeled."""
+RETRY = (False, True, "untried")
+
+
+def pending_indices(path, retry_failed: bool | str = False,
+                    variants: list[str] | None = None) -> np.ndarray:
+    """Structures of ``path`` still to be labeled. With ``retry_failed="untried"``, the
+    failed ones that have not yet failed with one of ``variants``."""
     n = store.count(path)
     try:
         status = store.read_meta(path, "label_status")
     except DataError:
         return np.arange(n)
     todo = status == ""
-    if retry_failed:
-        todo |= np.array([s.startswith("failed") for s in status])
+    if retry_failed is True:
+        todo |= np.char.startswith(status.astype(str), "failed")
+    elif retry_failed == "untried":
+        todo |= np.array([s.startswith("failed") and bool(set(variants) - tried_variants(s, variants))
+                          for s in status])
     return np.flatnonzero(todo)
+
+
+def tried_variants(status: str, variants: list[str]) -> set[str]:
+    """The settings variants a recorded failure ('failed: <name>: <error>; ...') has tried."""
+    return {v for v in variants if f"{v}: " in status} if status.startswith("failed") else set()
 
 
 def prepare_output(input_path, output_path) -> Path:
@@ -68,10 +83,15 @@ def label_file(input_path, output_path, labeler_config: dict, *, n_jobs: int = 1
     """
     from hydra.utils import instantiate
 
+    if retry_failed not in RETRY:
+        raise ValueError(f"retry_failed={retry_failed!r}: expected one of {RETRY}")
     out = prepare_output(input_path, output_path)
     labeler = instantiate(labeler_config)  # fail fast on a bad config, in this process
     data = store.read(out)
-    todo = pending_indices(out, retry_failed)
+    variants = labeler.variant_names()
+    todo = pending_indices(out, retry_failed, variants)
+    status = data.meta.get("label_status", np.full(len(data), ""))
+    earlier = {int(i): status[i] for i in todo if retry_failed == "untried" and status[i]}
     skipped = len(data) - len(todo)
     if shuffle_seed is not None:
         todo = np.random.default_rng(shuffle_seed).permutation(todo)
@@ -95,7 +115,8 @@ def label_file(input_path, output_path, labeler_config: dict, *, n_jobs: int = 1
     if n_jobs == 1:
         _init_worker(labeler_config, threads, labeler)
         for i in todo:
-            _record(out, *_label_one(int(i), atoms_list[i]), counts, progress)
+            _record(out, *_label_one(int(i), atoms_list[i], earlier.get(int(i), "")), counts,
+                    progress)
         return counts
     import multiprocessing as mp
 
@@ -107,7 +128,7 @@ def label_file(input_path, output_path, labeler_config: dict, *, n_jobs: int = 1
         while queue or running:
             while queue and len(running) < 2 * n_jobs:  # bounded submission
                 i = int(queue.pop(0))
-                running[pool.submit(_label_one, i, atoms_list[i])] = i
+                running[pool.submit(_label_one, i, atoms_list[i], earlier.get(i, ""))] = i
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 running.pop(fut)
@@ -142,16 +163,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _label_one(index: int, atoms):
+def _label_one(index: int, atoms, earlier_failure: str = ""):
+    """Label one structure; ``earlier_failure`` (a recorded 'failed: ...' status) names the
+    variants not to try again and is kept at the front of a new failure."""
     from capml.calculators.reference import LabelingFailed
 
     labeler = _WORKER["labeler"]
+    skip = tried_variants(earlier_failure, labeler.variant_names())
     t0 = time.perf_counter()
     try:
-        labels, note = labeler(atoms)
+        labels, note = labeler(atoms, skip=skip)
         status = "ok"
     except LabelingFailed as err:
-        labels, note, status = {}, "", f"failed: {err}"[:1000]
+        before = earlier_failure.removeprefix("failed: ") + "; " if earlier_failure else ""
+        labels, note, status = {}, "", f"failed: {before}{err}"[:1000]
     except Exception as err:  # noqa: BLE001 - any calculator crash is a recorded failure
         labels, note, status = {}, "", f"failed: {type(err).__name__}: {err}"[:1000]
     return index, labels, labeler.level, status, note, time.perf_counter() - t0

@@ -44,18 +44,26 @@ class Labeler:
         if "band_gap" in self.properties and self.band_gap is None:
             raise ValueError(f"calculator '{self.level}' cannot compute band_gap")
 
-    def __call__(self, atoms: Atoms) -> tuple[dict, str]:
+    def variant_names(self) -> list[str]:
+        """Names of the settings variants, as failures record them: 'default', then each
+        fallback's overrides."""
+        return ["default"] + [str(f) for f in self.fallbacks]
+
+    def __call__(self, atoms: Atoms, skip=()) -> tuple[dict, str]:
         """Labels of ``atoms`` and a note naming the fallback used ('' if none).
 
-        Raises LabelingFailed when every settings variant fails.
+        Variants named in ``skip`` (see ``variant_names``) are not tried. Raises
+        LabelingFailed when every variant tried fails.
         """
-        errors = []
+        errors, names = [], self.variant_names()
         for k, override in enumerate([{}] + list(self.fallbacks)):
+            if names[k] in skip:
+                continue
             settings = {**self.settings, **override}
             try:
                 labels = self._compute(atoms, settings)
             except (CalculationFailed, RuntimeError, ValueError) as err:  # incl. LabelingFailed
-                errors.append(f"{override or 'default'}: {str(err).splitlines()[0][:200]}")
+                errors.append(f"{names[k]}: {str(err).splitlines()[0][:200]}")
                 continue
             return labels, (f"fallback {k}: {override}" if k else "")
         raise LabelingFailed("; ".join(errors))
