@@ -91,3 +91,35 @@ def test_cli_generate_and_unknown_task(tmp_path):
     proc = run_cli("task=nonsense", f"hydra.run.dir={tmp_path / 'x'}", cwd=root)
     assert proc.returncode != 0
     assert "Could not find 'task/nonsense'" in proc.stderr and "generate" in proc.stderr
+
+
+def test_append_keeps_rows_and_splits_and_refuses_silent_overwrite(cfg_factory, tmp_path):
+    from capml.data.splits import write_splits
+
+    out = "task.output=" + str(tmp_path / "set.h5")
+    path = dispatch("simulate", cfg_factory("simulate", *ROOT_OVERRIDES, "seed=4", out))
+    before = store.read(path)
+    store.update_rows(path, [0], meta={"label_status": ["ok"]})  # stands in for hours of labels
+    splits = write_splits(path, seed=4)
+    with pytest.raises(FileExistsError, match="task.append=true"):
+        dispatch("simulate", cfg_factory("simulate", *ROOT_OVERRIDES, "seed=4", out))
+    dispatch("simulate", cfg_factory("simulate", *ROOT_OVERRIDES, "seed=4", out, "task.append=true"))
+    after = store.read(path)
+    n = len(before)
+    assert len(after) == 2 * n
+    np.testing.assert_array_equal(after.subset(range(n)).positions, before.positions)
+    assert after.meta["label_status"][0] == "ok" and (after.meta["label_status"][n:] == "").all()
+    # ids continue, seeds (and so structures) are new although the config seed is the same
+    assert after.meta["id"][n] == f"s{n:06d}" and len(set(after.meta["id"])) == 2 * n
+    assert not set(after.meta["seed"][n:]) & set(before.meta["seed"])
+    assert f"config_append_{n}" in store.read_attrs(path)
+    # the old rows keep their split, the new ones get one, stratified among themselves
+    again = write_splits(path, seed=4)
+    np.testing.assert_array_equal(again[:n], splits)
+    assert set(again[n:]) == {"train", "val", "test"}
+    assert (store.read_meta(path, "split") == again).all()
+    # reassign recomputes all rows as for a fresh file
+    from capml.data.splits import assign_splits
+
+    fresh = assign_splits(after.meta["x"], after.meta["method"], 4)
+    np.testing.assert_array_equal(write_splits(path, seed=4, reassign=True), fresh)

@@ -121,24 +121,40 @@ def _sublattice_permutations(atoms, sites) -> np.ndarray:
 
 
 def write_splits(path, seed: int, fractions=(0.8, 0.1, 0.1), system=None,
-                 group_by: str | None = None) -> np.ndarray:
-    """Compute ``assign_splits`` over all rows of ``path`` and store it as ``meta/split``.
+                 group_by: str | None = None, reassign: bool = False) -> np.ndarray:
+    """Store ``assign_splits`` as ``meta/split`` for the rows of ``path`` without one.
 
-    ``group_by="ordering"`` (needs ``system``) keeps every ordering in one split.
-    Returns the split labels written.
+    Rows that already have a split keep it (so structures appended later never move a
+    cell between splits); the new rows are stratified among themselves with a seed
+    derived from ``seed`` and the number of rows kept. ``reassign=True`` recomputes every
+    row. ``group_by="ordering"`` (needs ``system``) keeps every ordering in one split and
+    therefore assigns all rows at once. Returns the split labels of all rows.
     """
     path = Path(path)
     x = read_meta(path, "x")
     method = read_meta(path, "method")
+    try:
+        existing = read_meta(path, "split").astype(object)
+    except DataError:
+        existing = np.full(len(x), "", dtype=object)
+    todo = np.arange(len(x)) if reassign else np.flatnonzero(existing == "")
+    if len(todo) == 0:
+        return existing
+    kept = len(x) - len(todo)
     groups = None
     if group_by == "ordering":
         if system is None:
             raise ValueError("write_splits(group_by='ordering') needs the system")
+        if kept:
+            raise ValueError(f"{path}: {kept} rows already have a split; group_by='ordering' "
+                             "assigns whole groups at once: rerun with reassign=true")
         groups = ordering_groups(read(path), system)
     elif group_by is not None:
         raise ValueError(f"group_by={group_by!r}: expected None or 'ordering'")
-    labels = assign_splits(x, method, seed, fractions, groups)
-    update_rows(path, np.arange(len(labels)), meta={"split": list(labels)},
+    labels = existing.copy()
+    labels[todo] = assign_splits(x[todo], method[todo], [seed, kept] if kept else seed,
+                                 fractions, groups)
+    update_rows(path, todo, meta={"split": list(labels[todo])},
                 attrs={"split_seed": int(seed), "split_fractions": str(list(fractions)),
                        "split_group_by": group_by or ""})
     return labels

@@ -46,11 +46,18 @@ def load_end_members(fc_cfg) -> dict[float, object]:
 
 
 def generate(system: System, samples, compositions, seed: int, *, end_members=None,
-             cutoff_frequency: float = 1.0, id_prefix: str = "s") -> StructureSet:
-    """All structures described by ``samples`` (list of specs) at each composition."""
+             cutoff_frequency: float = 1.0, id_prefix: str = "s",
+             first_index: int = 0) -> StructureSet:
+    """All structures described by ``samples`` (list of specs) at each composition.
+
+    Ids count from ``first_index``; a non-zero one (structures appended to a file that
+    holds ``first_index`` rows) draws the per-structure seeds from a stream of its own,
+    so appended structures never repeat earlier ones.
+    """
     specs = _expand(samples)
     n_total = len(specs) * len(compositions)
-    seeds = np.random.SeedSequence(seed).generate_state(n_total, dtype=np.uint64) % 2**63
+    root = np.random.SeedSequence(seed, spawn_key=(first_index,) if first_index else ())
+    seeds = root.generate_state(n_total, dtype=np.uint64) % 2**63
     structures = []
     k = 0
     for x in compositions:
@@ -70,7 +77,7 @@ def generate(system: System, samples, compositions, seed: int, *, end_members=No
             elif method == "uniform":
                 atoms = uniform(atoms, value, rng)
                 info["amplitude"] = value
-            info["id"] = f"{id_prefix}{k:06d}"
+            info["id"] = f"{id_prefix}{first_index + k:06d}"
             atoms.info = info
             structures.append(atoms)
             k += 1
@@ -101,10 +108,21 @@ def run(cfg: DictConfig) -> Path:
     comps = compositions_of(system, t.compositions)
     needs_fc = any(s.get("method") == "phonon" for s in t.samples)
     ends = load_end_members(cfg.system.get("force_constants")) if needs_fc else None
+    out = Path(t.output)
+    if out.exists() and not t.append:  # it may hold hours of labels
+        raise FileExistsError(f"{out} exists: task.append=true adds structures to it; "
+                              "choose another task.output to start a new file")
+    first = store.count(out) if out.exists() else 0
     data = generate(system, t.samples, comps, int(cfg.seed), end_members=ends,
-                    cutoff_frequency=float(t.cutoff_frequency), id_prefix=str(t.id_prefix))
-    out = store.write(t.output, data, config=OmegaConf.to_yaml(cfg, resolve=True))
+                    cutoff_frequency=float(t.cutoff_frequency), id_prefix=str(t.id_prefix),
+                    first_index=first)
+    config = OmegaConf.to_yaml(cfg, resolve=True)
+    if first:  # the file keeps its first config; each append records its own
+        store.append(out, data)
+        store.set_attrs(out, **{f"config_append_{first}": config})
+    else:
+        out = store.write(out, data, config=config)
     counts = {m: int(np.sum(data.meta["method"] == m)) for m in METHODS}
-    log.info("wrote %d structures to %s (%s) at x = %s", len(data), out, counts,
-             [round(x, 4) for x in comps])
+    log.info("%s %d structures to %s (%s) at x = %s", "appended" if first else "wrote",
+             len(data), out, counts, [round(x, 4) for x in comps])
     return out
