@@ -11,7 +11,7 @@ from capml import data as store
 from capml.tasks import dispatch
 
 STATED = {  # README, "The demo data"
-    "low_gfn2.h5": {"total": 639, "phonon": 486, "uniform": 144, "equilibrium": 9},
+    "low_gfn2.h5": {"total": 684, "phonon": 522, "uniform": 153, "equilibrium": 9},
     "high_gpaw.h5": {"total": 135, "phonon": 108, "uniform": 18, "equilibrium": 9},
 }
 
@@ -49,7 +49,7 @@ def test_dataset_report_counts_match_files(cfg_factory, demo_dir, tmp_path):
     out = dispatch("analyze", cfg_factory("analyze", "task=dataset_report"))
     counts = pd.read_csv(out / "counts.csv")
     totals = counts.groupby("set")["total"].sum().to_dict()
-    assert sorted(totals.values()) == [135, 639]
+    assert sorted(totals.values()) == [135, 684]
     assert (out / "dataset_report.png").stat().st_size > 10_000
     labels = pd.read_csv(out / "labels.csv")
     assert set(labels.columns) >= {"set", "label", "n", "mean", "std", "min", "max"}
