@@ -36,6 +36,24 @@ def test_demo_file_is_valid_with_stated_counts(demo_dir, name):
         assert np.isnan(s.labels["band_gap"][~ok]).all()
 
 
+LABELED = {"low_gfn2.h5": (619, 65), "high_gpaw.h5": (135, 0)}  # README: ok, failed
+
+
+@pytest.mark.parametrize("name", sorted(LABELED))
+def test_demo_labels_are_complete_with_stated_counts(demo_dir, name):
+    """Every cell was attempted; the labeled ones carry their level, seconds and split."""
+    s = store.read(demo_dir / name)
+    status = s.meta["label_status"]
+    ok = status == "ok"
+    failed = np.char.startswith(status.astype(str), "failed: ")
+    assert (ok.sum(), failed.sum()) == LABELED[name] and (ok | failed).all()
+    assert ok.sum() >= {"low_gfn2.h5": 600, "high_gpaw.h5": 120}[name]  # the issue's sizes
+    assert len(set(s.meta["level"][ok])) == 1 and (s.meta["label_seconds"][ok] > 0).all()
+    assert set(s.meta["split"]) == {"train", "val", "test"}
+    for label in ("energy", "forces", "stress") if name.startswith("low") else ():
+        assert s.has_label(label)[ok].all() and not s.has_label(label)[failed].any()
+
+
 def test_low_and_high_sets_hold_different_structures(demo_dir):
     low = store.read(demo_dir / "low_gfn2.h5").select(method=["phonon", "uniform"])
     high = store.read(demo_dir / "high_gpaw.h5").select(method=["phonon", "uniform"])
