@@ -126,8 +126,8 @@ def test_default_calculator_config_points_at_the_demo_potential(cfg_factory):
 
 # ------------------------------------------------------------ the bundled demo potential
 def test_demo_potential_matches_gfn2_within_its_reported_error():
-    """The bundled potential, on held-out GFN2-xTB demo cells it was not trained on, has
-    force and energy errors no larger than its metrics file reports (the same cells)."""
+    """The bundled potential, on the held-out GFN2-xTB demo cells it was not trained on, has
+    the energy, force and stress errors its metrics file reports (the same cells)."""
     from capml.analysis.mlip_parity import parity_metrics, predict, reference_values
     from capml.data import read
 
@@ -141,7 +141,7 @@ def test_demo_potential_matches_gfn2_within_its_reported_error():
     test_ids = set(record["ids"]["test"])
     assert test_ids.isdisjoint(record["ids"]["train"]) and test_ids.isdisjoint(
         record["ids"]["val"])
-    rows = [k for k, i in enumerate(data.meta["id"]) if i in test_ids][:6]
+    rows = [k for k, i in enumerate(data.meta["id"]) if i in test_ids]
     if not rows:
         pytest.fail(f"{DEMO / 'low_gfn2.h5'} holds none of the demo potential's test cells "
                     f"labeled ({sorted(test_ids)}): bundle the labeled data it was trained on")
@@ -149,5 +149,7 @@ def test_demo_potential_matches_gfn2_within_its_reported_error():
     assert set(held.meta["level"]) == {"gfn2-xtb"} and set(held.meta["label_status"]) == {"ok"}
     pred = predict(mlip(DEMO / "mace_demo.model"), held.to_atoms())
     got = parity_metrics(reference_values(held), pred)
-    assert got["forces"]["mae"] <= 1.5 * reported["forces"]["mae"]
-    assert got["energy"]["mae"] <= 3.0 * reported["energy"]["mae"] + 1.0
+    # all its test cells: the errors it reports (README, closing note), recomputed here
+    assert len(rows) == len(test_ids)
+    for key in ("energy", "forces", "stress"):
+        assert got[key]["mae"] == pytest.approx(reported[key]["mae"], rel=0.02), key

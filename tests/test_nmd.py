@@ -85,3 +85,18 @@ def test_wrong_velocity_shape_is_a_clear_error(copper):
     modes = nmd.modes_from_phonopy(copper)
     with pytest.raises(ValueError, match=r"expected \(n_frames, 32, 3\)"):
         nmd.project_velocities(np.zeros((10, 31, 3)), modes)
+
+
+def test_average_displacement_tells_oscillation_about_the_reference_from_leaving_it():
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0, 10, (20, 3))
+    masses = rng.uniform(10, 120, 20)
+    t = np.arange(2000)[:, None, None]
+    phases = rng.uniform(0, 2 * np.pi, (1, 20, 3))
+    oscillating = reference + 0.3 * np.sin(2 * np.pi * t / 97 + phases)  # 0.3 A amplitude
+    drift = 1e-3 * t * np.array([1.0, -0.5, 0.2])  # a whole-cell drift is not a displacement
+    assert nmd.average_displacement(oscillating + drift, reference, masses) < 0.02
+    moved = oscillating.copy()
+    moved[1000:, :5] += np.array([0.8, 0.0, 0.0])  # five atoms hop to another site half-way
+    got = nmd.average_displacement(moved, reference, masses)
+    assert 0.15 < got < 0.2  # sqrt(5/20) x 0.4 A = 0.2 A, less the centre-of-mass part

@@ -285,6 +285,21 @@ def average_degenerate(values: np.ndarray, harmonic: np.ndarray, tol_thz: float 
     return out
 
 
+def average_displacement(positions: np.ndarray, reference: np.ndarray,
+                         masses: np.ndarray) -> float:
+    """RMS over atoms (A) of the time-averaged displacement of [frames, atoms, 3] unwrapped
+    ``positions`` from ``reference`` [atoms, 3], the centre-of-mass drift removed.
+
+    Normal modes of the reference describe the motion only while the MD oscillates about it:
+    for a cell that stays (or is dynamically stabilised) there, this is the noise of the time
+    average, a few hundredths of an A; a cell that rolls into another minimum moves it by
+    tenths of an A or more.
+    """
+    d = positions.mean(axis=0) - reference
+    d -= (masses[:, None] * d).sum(axis=0) / masses.sum()
+    return float(np.sqrt((d ** 2).sum(axis=1).mean()))
+
+
 def renormalised_force_constants(modes: Modes, frequencies_thz: np.ndarray) -> np.ndarray:
     """Force constants [n, n, 3, 3] (eV/A^2) whose Gamma modes are the harmonic
     eigenvectors with the given frequencies (THz; nan keeps the harmonic value)."""

@@ -75,18 +75,28 @@ def analyse_trajectory(traj, phonon, t) -> tuple[dict, pd.DataFrame, nmd.Renorma
            "mean_shift_thz": float(np.nanmean(np.abs(freqs[moving]) -
                                               np.abs(modes.frequencies[moving]))),
            "median_linewidth_thz": float(np.nanmedian(fit.linewidths[moving])),
-           "resolution_thz": float(fit.spectrum_frequencies[1] - fit.spectrum_frequencies[0])}
+           "resolution_thz": float(fit.spectrum_frequencies[1] - fit.spectrum_frequencies[0]),
+           "average_displacement_a": nmd.average_displacement(traj.positions[keep],
+                                                              start.positions, traj.masses),
+           "max_average_displacement_a": float(t.max_average_displacement)}
     if row["resolution_thz"] > float(t.max_resolution_thz):
         log.warning("%s: spectral resolution %.2f THz (%.1f ps per Welch segment): peak "
                     "centres and linewidths are uncertain at that level; run longer MD "
                     "(the paper: 50 ps)", traj.name, row["resolution_thz"],
                     1.0 / row["resolution_thz"])
     row["verdict"] = verdict(row)
+    if row["verdict"].startswith("left"):
+        log.warning("%s: %s", traj.name, row["verdict"])
     return row, table, fit, renorm
 
 
 def verdict(row: dict) -> str:
     h, r = row["n_imaginary_harmonic"], row["n_imaginary_renormalised"]
+    if row["average_displacement_a"] > row["max_average_displacement_a"]:
+        return (f"left the reference structure: time-averaged displacement "
+                f"{row['average_displacement_a']:.2f} A (RMS) > "
+                f"{row['max_average_displacement_a']:g} A, so its harmonic modes do not "
+                "describe the motion and the frequencies are not renormalised phonons of it")
     if h == 0:
         return "harmonically stable"
     if r == 0:
