@@ -100,3 +100,14 @@ def test_average_displacement_tells_oscillation_about_the_reference_from_leaving
     moved[1000:, :5] += np.array([0.8, 0.0, 0.0])  # five atoms hop to another site half-way
     got = nmd.average_displacement(moved, reference, masses)
     assert 0.15 < got < 0.2  # sqrt(5/20) x 0.4 A = 0.2 A, less the centre-of-mass part
+
+
+def test_no_stability_verdict_for_a_run_that_left_its_reference():
+    from capml.tasks.renormalised_phonons import verdict
+
+    row = {"n_imaginary_harmonic": 48, "n_imaginary_renormalised": 0, "temperature": 300.0,
+           "average_displacement_a": 0.05, "max_average_displacement_a": 0.3}
+    assert verdict(row).startswith("dynamically stabilised: all 48")
+    assert verdict({**row, "average_displacement_a": 0.85}).startswith(
+        "left the reference structure: time-averaged displacement 0.85 A")
+    assert verdict({**row, "n_imaginary_renormalised": 3}).startswith("unstable: 3 of 48")
