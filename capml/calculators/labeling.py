@@ -46,6 +46,7 @@ def pending_indices(path, retry_failed: bool | str = False,
     if retry_failed is True:
         todo |= np.char.startswith(status.astype(str), "failed")
     elif retry_failed == "untried":
+        variants = variants or []
         todo |= np.array([s.startswith("failed") and bool(set(variants) - tried_variants(s, variants))
                           for s in status])
     return np.flatnonzero(todo)
@@ -170,15 +171,15 @@ def _label_one(index: int, atoms, earlier_failure: str = ""):
 
     labeler = _WORKER["labeler"]
     skip = tried_variants(earlier_failure, labeler.variant_names())
+    before = earlier_failure.removeprefix("failed: ") + "; " if earlier_failure else ""
     t0 = time.perf_counter()
     try:
         labels, note = labeler(atoms, skip=skip)
         status = "ok"
     except LabelingFailed as err:
-        before = earlier_failure.removeprefix("failed: ") + "; " if earlier_failure else ""
         labels, note, status = {}, "", f"failed: {before}{err}"[:1000]
     except Exception as err:  # noqa: BLE001 - any calculator crash is a recorded failure
-        labels, note, status = {}, "", f"failed: {type(err).__name__}: {err}"[:1000]
+        labels, note, status = {}, "", f"failed: {before}{type(err).__name__}: {err}"[:1000]
     return index, labels, labeler.level, status, note, time.perf_counter() - t0
 
 
