@@ -147,12 +147,9 @@ def _gpaw(**settings):
 
 
 def _gpaw_gap(calc, atoms) -> float:
-    eigs, occs = [], []
-    for s in range(calc.get_number_of_spins()):
-        for k in range(len(calc.get_ibz_k_points())):
-            eigs.append(calc.get_eigenvalues(kpt=k, spin=s))
-            occs.append(calc.get_occupation_numbers(kpt=k, spin=s))
-    return gap_from_eigenvalues(np.array(eigs), np.array(occs))
+    from capml.calculators.gpaw_dft import _kohn_sham_gap
+
+    return _kohn_sham_gap(calc, atoms)
 
 
 def gpaw(properties=("band_gap",), mode: str = "lcao", basis: str = "sz(dzp)", xc: str = "PBE",
