@@ -93,7 +93,7 @@ class GpawLabeler(Labeler):
     def __init__(self, *, symbols, setups_dir, **kwargs):
         super().__init__(**kwargs)
         self.symbols, self.setups_dir = tuple(symbols), setups_dir
-        self.provenance = {"setups": ensure_setups(self.symbols, self.settings["xc"],
+        self.provenance = {"gpaw": _gpaw_version(), "setups": ensure_setups(self.symbols, self.settings["xc"],
                                                    setups_dir, self.settings["setups"]),
                            "setups_dir": str(setups_dir or default_setups_dir())}
 
@@ -102,6 +102,12 @@ class GpawLabeler(Labeler):
         if unknown:
             ensure_setups(unknown, settings["xc"], self.setups_dir, settings["setups"])
         return super()._compute(atoms, settings)
+
+
+def _gpaw_version() -> str:
+    import gpaw
+
+    return gpaw.__version__
 
 
 def _kohn_sham_gap(calc, atoms) -> float:

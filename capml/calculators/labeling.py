@@ -100,7 +100,8 @@ def label_file(input_path, output_path, labeler_config: dict, *, n_jobs: int = 1
         todo = todo[:limit]
     settings = {labeler.level: {"settings": _jsonable(labeler.settings),
                                 "properties": list(labeler.properties),
-                                "fallbacks": _jsonable(labeler.fallbacks)}}
+                                "fallbacks": _jsonable(labeler.fallbacks),
+                                "provenance": _jsonable(labeler.provenance)}}
     attrs = store.read_attrs(out)
     calculators = attrs.get("calculators") or {}
     calculators = json.loads(calculators) if isinstance(calculators, str) else calculators

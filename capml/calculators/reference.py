@@ -35,6 +35,7 @@ class Labeler:
     properties: tuple[str, ...] = PROPERTIES
     fallbacks: list[dict] = field(default_factory=list)  # setting overrides tried in turn
     band_gap: Callable[[Calculator, Atoms], float] | None = None
+    provenance: dict = field(default_factory=dict)  # e.g. generated PAW setups and their sha256
 
     def __post_init__(self):
         bad = set(self.properties) - set(PROPERTIES)
