@@ -14,6 +14,7 @@ from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
 from omegaconf import OmegaConf
 from scipy import stats
+from test_enumerate import with_cu3x
 
 from capml import data as store
 from capml.data import DataError
@@ -22,7 +23,6 @@ from capml.simulation import trajectory as traj
 from capml.simulation.forces import build_mace, make_evaluator
 from capml.tasks import dispatch
 from capml.utils.torch_compat import import_mace
-from test_enumerate import with_cu3x
 
 
 def emt(structures):
@@ -294,7 +294,7 @@ def test_paper_experiment_has_the_papers_parameters(cfg_factory):
     e, p, m = t.stages.enumerate, t.stages.phonons, t.stages.md
     assert e.compositions == "all" and e.max_configs == 100 and e.fmax == 0.01
     from capml.structures import System
-    from capml.tasks.generate import compositions_of
+    from capml.structures.selection import compositions_of
 
     np.testing.assert_allclose(compositions_of(System.from_config(cfg.system), e.compositions),
                                np.arange(9) / 8)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from conftest import DEMO
 from phonopy import Phonopy
+from test_enumerate import with_cu3x
 
 from capml.simulation import phonons
 from capml.simulation.forces import make_evaluator
 from capml.simulation.phonopy_io import load_phonopy, to_ase_atoms, to_phonopy_atoms
 from capml.tasks import dispatch
-from conftest import DEMO
-from test_enumerate import with_cu3x
 
 Q = [[0.5, 0.0, 0.5], [0.5, 0.5, 0.5], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0]]
 
@@ -124,3 +124,28 @@ def test_triclinic_cell_gets_gamma_and_mesh_only(tmp_path):
     assert result["bands"] is None and result["gamma"].shape == (12,)
     assert result["stability"].n_qpoints == 1 + len(result["dos"]["mesh_qpoints"])
     assert phonons.plot(result, tmp_path / "gamma.png").stat().st_size > 0
+
+
+def test_a_failed_relaxation_does_not_abort_a_multi_structure_phonon_run(cfg_factory, tmp_path):
+    """EMT has no potential for Li: that structure's relaxation fails in every settings
+    variant; the run still computes the Cu cell's phonons and writes stability.csv."""
+    from ase.io import write
+
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    li = bulk("Li", "bcc", a=3.5, cubic=True)
+    cu.info["id"], li.info["id"] = "cu", "li"
+    write(tmp_path / "two.extxyz", [li, cu])
+    cfg = with_cu3x(cfg_factory("simulate", "task=phonons", "calculator=emt",
+                                f"task.input={tmp_path / 'two.extxyz'}", "task.select=null",
+                                "task.compositions=all", "task.relax=true",
+                                "task.supercell_matrix=[2,2,2]", "task.mesh=[4,4,4]",
+                                "task.npoints=5"))
+    dispatch("simulate", cfg)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "stability.csv").set_index("id")
+    assert list(table.index) == ["li", "cu"]
+    assert table.loc["li", "verdict"].startswith("failed: ") and "Li" in table.loc["li", "verdict"]
+    assert pd.isna(table.loc["li", "stable"]) and not (tmp_path / "li").exists()
+    assert bool(table.loc["cu", "stable"]) and table.loc["cu", "n_displacements"] == 1
+    assert (tmp_path / "cu" / "phonopy.yaml").stat().st_size > 0

@@ -9,13 +9,13 @@ import spglib
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import write
+from test_enumerate import CU3X
 
 from capml import data as store
 from capml.data import DataError, StructureSet
 from capml.simulation.relax import relax
 from capml.structures import System
 from capml.tasks import dispatch
-from test_enumerate import CU3X
 
 
 def spacegroup(atoms, symprec=1e-3) -> str:
@@ -124,7 +124,14 @@ class _FailingEMT(EMT):
 
 def test_relaxation_falls_back_to_other_settings_and_records_failures():
     from capml.calculators.reference import Labeler
-    from capml.tasks.relax import RelaxFailed, failed_result, relax_with_fallbacks, relaxed_set
+    from capml.simulation.relax import (
+        RelaxFailed,
+        RelaxSettings,
+        failed,
+        relax_or_record,
+        relax_with_fallbacks,
+        relaxed_set,
+    )
 
     starts = []
 
@@ -142,15 +149,17 @@ def test_relaxation_falls_back_to_other_settings_and_records_failures():
     reference = relax(cu, EMT(), fmax=0.01)
     labeler = Labeler(level="emt", build=build, settings={"fail_from": 3},
                       properties=("energy",), fallbacks=[{"stable": False}, {"stable": True}])
-    res, note = relax_with_fallbacks(cu, labeler, fmax=0.01)
-    assert res.converged and note == "fallback 2: {'stable': True}"
+    res = relax_with_fallbacks(cu, labeler, RelaxSettings(fmax=0.01))
+    assert res.converged and res.note == "fallback 2: {'stable': True}"
     # the working fallback went on from the geometry reached in 2 steps, not from the start
     assert not np.allclose(starts[0], cu.positions) and res.n_steps > 2
     assert res.energy == pytest.approx(reference.energy, abs=1e-4)
     hopeless = Labeler(level="emt", build=build, settings={}, properties=("energy",))
     with pytest.raises(RelaxFailed, match="SCF not converged"):
         relax_with_fallbacks(cu, hopeless)
-    failed = failed_result(cu, "SCF not converged")
-    data = relaxed_set([res, failed], [cu, cu], "emt")
+    recorded = relax_or_record(cu, hopeless)
+    assert failed(recorded) and np.isnan(recorded.energy)
+    assert np.allclose(recorded.atoms.positions, cu.positions)  # the start structure
+    data = relaxed_set([res, recorded], [cu, cu], "emt")
     assert np.isfinite(data.labels["energy"][0]) and np.isnan(data.labels["energy"][1])
-    assert data.meta["relax_note"][1].startswith("failed: SCF") and data.meta["converged"][1] == 0
+    assert data.meta["relax_note"][1].startswith("failed: default: SCF") and data.meta["converged"][1] == 0

@@ -11,7 +11,10 @@ energies [R] (eV), forces [sum n, 3] (eV/A) and optionally stresses [R, 6]
   calculator instance per structure, so SCF-based calculators keep their state).
 
 ``make_evaluator`` picks the MACE path when the configured calculator is mace's
-``MACECalculator`` and the ASE path otherwise.
+``MACECalculator`` and the ASE path otherwise; ``evaluator_factory`` binds a
+Labeler (the ``calculator`` config) and the ``engine`` config block
+(``EngineSettings``) into the ``cells -> Evaluator`` callable that phonons, force
+constants and MD take.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from ase import Atoms
@@ -28,6 +33,32 @@ from ase.stress import full_3x3_to_voigt_6_stress
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "batched", "serial")
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The ``engine`` config block: how forces of many structures are evaluated
+    (see ``make_evaluator``); ``batch_size`` structures per model call (None: all)."""
+
+    engine: str = "auto"
+    dtype: str = "float64"
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine = {self.engine!r}: expected one of {ENGINES}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype = {self.dtype!r}: expected one of {DTYPES}")
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise ValueError(f"batch_size = {self.batch_size}: expected >= 1 or null")
+
+    @classmethod
+    def from_config(cls, cfg) -> EngineSettings:
+        """The settings from a config node holding the block's keys (extra keys ignored)."""
+        size = cfg.get("batch_size")
+        return cls(engine=str(cfg.get("engine", "auto")), dtype=str(cfg.get("dtype", "float64")),
+                   batch_size=None if size is None else int(size))
 
 
 class Evaluator(abc.ABC):
@@ -191,6 +222,13 @@ def make_evaluator(structures: Sequence[Atoms], build: Callable[[], Calculator],
         return MaceEvaluator(structures, first.models, first.z_table, first.r_max, head=head,
                              device=str(first.device), dtype=dtype, batch_size=batch_size)
     return AseEvaluator(structures, build, first=first)
+
+
+def evaluator_factory(labeler, settings: EngineSettings = EngineSettings()
+                      ) -> Callable[[Sequence[Atoms]], Evaluator]:
+    """``cells -> Evaluator`` with the labeler's calculator (its default settings)."""
+    return partial(make_evaluator, build=partial(labeler.build, **labeler.settings),
+                   engine=settings.engine, dtype=settings.dtype, batch_size=settings.batch_size)
 
 
 def build_mace(elements: Sequence[int], *, r_max: float = 5.0, hidden_irreps: str = "32x0e",

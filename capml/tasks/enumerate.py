@@ -37,17 +37,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from capml import data as store
 from capml.data import StructureSet
+from capml.simulation.relax import RelaxSettings, describe, relax_or_record, relaxed_set
 from capml.structures import System
 from capml.structures.contacts import closest_contact
 from capml.structures.enumerate import Ordering, build, orderings, system_permutations
-from capml.tasks.generate import compositions_of
-from capml.tasks.relax import (
-    RelaxFailed,
-    describe,
-    failed_result,
-    relax_with_fallbacks,
-    relaxed_set,
-)
+from capml.structures.selection import compositions_of
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +104,11 @@ def run(cfg: DictConfig) -> Path:
             if config_id(n_sites, k, i) not in done]
     log.info("%d orderings to relax (%d already in %s)", len(jobs), len(done), path)
     labeler = instantiate(cfg.calculator)
+    settings = RelaxSettings.from_config(t)
     config = OmegaConf.to_yaml(cfg, resolve=True)
     for j, (k, i, ordering) in enumerate(jobs):
         atoms = build(system, ordering)
-        try:
-            res, note = relax_with_fallbacks(
-                atoms, labeler, fmax=float(t.fmax), max_steps=int(t.max_steps),
-                relax_cell=bool(t.relax_cell), cell_filter=str(t.cell_filter),
-                keep_symmetry=bool(t.keep_symmetry), rattle=float(t.rattle),
-                seed=int(cfg.seed) + 1000 * k + i)
-            res.note = note
-        except RelaxFailed as err:
-            res = failed_result(atoms, str(err))
+        res = relax_or_record(atoms, labeler, settings, seed=int(cfg.seed) + 1000 * k + i)
         atoms.info.update(id=config_id(n_sites, k, i), seed=int(cfg.seed), source="enumerate")
         row = relaxed_set([res], [atoms], labeler.level, extra=_ordering_meta(
             enumerations[k], ordering, i))

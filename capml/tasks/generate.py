@@ -19,21 +19,11 @@ from capml.data import StructureSet
 from capml.sampling import supercell_force_constants, thermal, uniform
 from capml.simulation.phonopy_io import load_phonopy
 from capml.structures import System
+from capml.structures.selection import compositions_of
 
 log = logging.getLogger(__name__)
 
 METHODS = ("phonon", "uniform", "equilibrium")
-
-
-def compositions_of(system: System, spec) -> list[float]:
-    """'all' -> every composition the supercell realises; else the listed x values."""
-    if isinstance(spec, str):
-        if spec != "all":
-            raise ValueError(f"task.compositions = {spec!r}: expected 'all' or a list of x")
-        return [float(x) for x in system.compositions()]
-    values = [float(x) for x in (spec if isinstance(spec, (list, tuple)) or
-                                 OmegaConf.is_list(spec) else [spec])]
-    return values
 
 
 def load_end_members(fc_cfg) -> dict[float, object]:

@@ -19,8 +19,6 @@ stream is seeded from (``seed``, replica name), independent of batching.
 from __future__ import annotations
 
 import logging
-import zlib
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +26,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from capml.simulation import md
-from capml.simulation.forces import make_evaluator
-from capml.tasks.phonons import structures_for
-from capml.tasks.relax import structure_id
+from capml.simulation.forces import EngineSettings, evaluator_factory
+from capml.structures import System
+from capml.structures.selection import Selection, structure_id, structures_for
+from capml.utils.seeds import seed_of
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +47,17 @@ def temperatures_of(spec) -> list[float]:
     return temps
 
 
-def replica_seed(seed: int, name: str) -> int:
-    """Seed of a replica from the run seed and the replica name (not its position)."""
-    return int(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())])
-               .generate_state(1, dtype=np.uint64)[0] % 2**63)
-
-
 def replicas_for(cfg: DictConfig) -> list[md.Replica]:
     out = []
-    for k, atoms in enumerate(structures_for(cfg)):
+    starts = structures_for(System.from_config(cfg.system), Selection.from_config(cfg.task),
+                            int(cfg.seed))
+    for k, atoms in enumerate(starts):
         base = structure_id(atoms, k)
         for temp in temperatures_of(cfg.task.temperatures):
             name = f"{base}_T{temp:g}K"
             meta = {"x": float(atoms.info.get("x", np.nan)), "source": base}
             out.append(md.Replica(name=name, atoms=atoms, temperature=temp,
-                                  seed=replica_seed(cfg.seed, name), meta=meta))
+                                  seed=seed_of(cfg.seed, name), meta=meta))
     return out
 
 
@@ -81,8 +76,7 @@ def run(cfg: DictConfig) -> list[md.Outcome]:
     settings = settings_of(t)
     replicas = replicas_for(cfg)
     labeler = instantiate(cfg.calculator)
-    evaluator = partial(make_evaluator, build=partial(labeler.build, **labeler.settings),
-                        engine=str(t.engine), dtype=str(t.dtype), batch_size=t.batch_size)
+    evaluator = evaluator_factory(labeler, EngineSettings.from_config(t))
     log.info("md: %d replicas (%s), %d steps of %g fs, friction %g /fs, frame every %d steps",
              len(replicas), ", ".join(r.name for r in replicas), settings.n_steps,
              settings.timestep_fs, settings.friction_per_fs, settings.stride)

@@ -16,7 +16,6 @@ Outputs: ``thermal_gap.csv`` (one row per structure, T and method),
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from capml.analysis.simulation_runs import (
 from capml.predict import load_predictor
 from capml.sampling.displacements import thermal
 from capml.simulation.phonopy_io import full_force_constants, load_phonopy, supercell_atoms
+from capml.utils.seeds import seed_of
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ def run(cfg: DictConfig) -> Path:
                  row["n_frames"], row["tau_int_fs"], row["delta_gap"])
         if int(t.quantum.n_samples) > 0:
             phonon = load_phonopy(force_constants_file(t.phonons_dir, traj.source))
-            seed = int(np.random.SeedSequence([int(cfg.seed), zlib.crc32(traj.name.encode())])
-                       .generate_state(1)[0])
+            seed = seed_of(cfg.seed, traj.name)
             q = quantum_row(traj, phonon, predictor, t, seed)
             rows.append(q)
             log.info("%s: harmonic thermal displacements: <Eg> %.3f +- %.3f eV, Delta Eg "
