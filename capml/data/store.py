@@ -1,17 +1,27 @@
-"""HDF5 store for StructureSets: atomic write, crash-safe append, validated read.
+"""HDF5 store for StructureSets: atomic write, guarded append, validated read.
 
 Crash safety:
-- ``write`` builds a temporary file next to the target, fsyncs it and renames it
-  over the target, so a crash leaves either the old file or the new one.
-- ``append`` and ``update_rows`` validate everything before touching the file,
-  then write data first and bump the ``n_structures`` attribute last, followed by
-  a flush. Rows past ``n_structures`` (an append cut short) are ignored by
-  readers and overwritten by the next append: a kill loses at most the rows in flight.
+- ``write`` builds the file in memory, writes it to a temporary file next to the
+  target with plain file I/O, fsyncs it and renames it over the target, so a crash
+  or a full disk leaves either the old file or the new one (and no temporary file).
+- ``append``, ``update_rows`` and ``set_attrs`` go through one guarded writer: it
+  validates everything before touching the file, bounds the bytes HDF5 may allocate
+  (whole chunks, string heaps, metadata) and reserves them on disk with
+  ``posix_fallocate`` before HDF5 opens the file, so HDF5 never meets a full disk
+  (it corrupts its own metadata and can crash the process when it does). Not enough
+  room raises ``DiskFullError`` naming the file, the bytes needed and the bytes free,
+  with the file unchanged. HDF5 trims the unused reservation when it closes the file.
+- Data go first, the ``n_structures`` attribute last, then a flush. Rows past
+  ``n_structures`` (an append cut short by a kill) are ignored by readers and
+  overwritten by the next append; an exception mid-append shrinks the data sets back
+  to the committed rows. A kill loses at most the rows in flight.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -28,10 +38,16 @@ from capml.data.schema import (
     STRUCTURE_ARRAYS,
     UNITS,
 )
-from capml.data.structure_set import DataError, StructureSet, concat, normalise_meta
+from capml.data.structure_set import DataError, StructureSet, normalise_meta
 
 _STR = h5py.string_dtype("utf-8")
 _MAX_Z = 118
+_ATOM_CHUNK, _STRUCTURE_CHUNK = 4096, 512  # rows per HDF5 chunk
+_METADATA_BYTES = 64 * 1024  # headroom for HDF5 metadata (chunk indices, headers, heaps)
+
+
+class DiskFullError(DataError, OSError):
+    """Not enough free space to write; the file was left as it was."""
 
 
 # ---------------------------------------------------------------- validation
@@ -86,11 +102,22 @@ def write(path, data: StructureSet, *, config: str | None = None, attrs: dict | 
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists and overwrite=False")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # HDF5 builds the file in memory; only plain file I/O meets the disk, so a full
+    # disk is an ordinary OSError instead of corrupt HDF5 state.
+    with h5py.File(f"{path.name}.in-memory", "w", driver="core", backing_store=False) as f:
+        _init_file(f, config, attrs)
+        _append_rows(f, data, start=0)
+        f.attrs["n_structures"] = len(data)
+        f.flush()
+        image = f.id.get_file_image()
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _init_file(f, config, attrs)
-            _append_rows(f, data, start=0)
-            f.attrs["n_structures"] = len(data)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise _disk_full(path, len(image), "write the new file") from err
     return path
 
 
@@ -100,16 +127,105 @@ def atomic_path(path: Path):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal rights
+        yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# ------------------------------------------------------------ guarded writer
+def free_bytes(path) -> int:
+    """Bytes available to this user on the filesystem holding ``path``."""
+    st = os.statvfs(Path(path).parent if not Path(path).is_dir() else path)
+    return int(st.f_bavail * st.f_frsize)
+
+
+def _disk_full(path: Path, needed: int, what: str) -> DiskFullError:
+    return DiskFullError(errno.ENOSPC, f"{path}: not enough free space to {what}: needs about "
+                         f"{needed} bytes, {free_bytes(path)} bytes free on its filesystem; "
+                         "the file is unchanged (free some space and rerun to resume)")
+
+
+@contextlib.contextmanager
+def guarded(path: Path, needed_bytes: int, what: str):
+    """Open ``path`` for writing after reserving ``needed_bytes`` (an upper bound of
+    what HDF5 will allocate) on disk; yields the h5py File."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise DataError(f"{path}: open for writing by another process; wait for it to "
+                            "finish (one writer per file)") from err
+        size = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, size, needed_bytes)
+        except OSError as err:
+            os.ftruncate(fd, size)  # give back a partial reservation; the lock keeps HDF5 out
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full(path, needed_bytes, what) from err
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            if free_bytes(path) < needed_bytes:  # no fallocate here: check free space only
+                raise _disk_full(path, needed_bytes, what) from err
+    finally:
+        os.close(fd)  # releases the lock: HDF5 takes its own
+    with h5py.File(path, "a") as f:
+        yield f
+        f.flush()
+
+
+def _new_chunk_bytes(ds, spec: tuple[int, int], rows) -> int:
+    """Bytes of the chunks HDF5 must allocate to write ``rows`` (an iterable of
+    (first, stop) row ranges) of ``ds`` (None: a data set still to be created);
+    ``spec`` = (rows per chunk, bytes per row). Chunks already on disk cost nothing."""
+    chunk_rows, row_bytes = spec
+    chunks = {c for a, b in rows if b > a for c in range(a // chunk_rows, (b - 1) // chunk_rows + 1)}
+    if ds is not None:
+        trailing = (0,) * (ds.ndim - 1)
+        chunks = {c for c in chunks if c * chunk_rows >= ds.shape[0] or
+                  ds.id.get_chunk_info_by_coord((c * chunk_rows,) + trailing).byte_offset is None}
+    return len(chunks) * chunk_rows * row_bytes
+
+
+def _string_bytes(values) -> int:
+    """Upper bound of the global-heap bytes of variable-length strings (a fresh heap
+    collection is at least 4 KiB)."""
+    return sum(len(str(v).encode()) + 32 for v in values) + 4096
+
+
+def _row_spec(kind: str, shape: tuple, dtype) -> tuple[int, int]:
+    chunk = _ATOM_CHUNK if kind == "atom" else _STRUCTURE_CHUNK
+    return chunk, np.dtype(dtype).itemsize * int(np.prod(shape, dtype=int))
+
+
+def _append_bytes(f: h5py.File, data: StructureSet, n_old: int) -> int:
+    """Upper bound of the bytes appending ``data`` to ``f`` makes HDF5 allocate."""
+    atom_old = int(np.sum(f["n_atoms"][:n_old])) if n_old else 0
+    ranges = {"atom": [(atom_old, atom_old + int(np.sum(data.n_atoms)))],
+              "structure": [(n_old, n_old + len(data))]}
+    arrays = {"n_atoms": ("structure", (), np.int32), **STRUCTURE_ARRAYS,
+              **{k: LABEL_ARRAYS[k] for k in LABEL_ARRAYS if k in data.labels or k in f}}
+    need = _METADATA_BYTES
+    for key, (kind, shape, dtype) in arrays.items():
+        need += _new_chunk_bytes(f.get(key), _row_spec(kind, shape, dtype), ranges[kind])
+    meta = normalise_meta(dict(data.meta), len(data))
+    for key in set(meta) | set(f["meta"]):
+        ds = f["meta"].get(key)
+        strings = (ds is None and meta[key].dtype == object) or (
+            ds is not None and h5py.check_string_dtype(ds.dtype) is not None)
+        rows = ranges["structure"] if ds is not None else [(0, n_old + len(data))]
+        need += _new_chunk_bytes(ds, (_STRUCTURE_CHUNK, 16 if strings else 8), rows)
+        if strings:
+            need += _string_bytes(meta.get(key, [""] * len(data))) + (32 * n_old if ds is None
+                                                                      else 0)
+    return need
 
 
 def append(path, data: StructureSet, *, config: str | None = None) -> int:
@@ -122,13 +238,30 @@ def append(path, data: StructureSet, *, config: str | None = None) -> int:
     if not path.exists():
         write(path, data, config=config)
         return len(data)
-    with h5py.File(path, "a") as f:
+    with _open(path) as f:
         _check_header(f, path)
         start = int(f.attrs["n_structures"])
-        _append_rows(f, data, start=start)
+        needed = _append_bytes(f, data, start)
+    with guarded(path, needed, f"append {len(data)} structures") as f:
+        try:
+            _append_rows(f, data, start=start)
+            f.flush()  # the rows reach the file before the count that commits them
+        except BaseException:
+            _truncate_rows(f, start)
+            raise
         f.attrs["n_structures"] = start + len(data)
-        f.flush()
     return start + len(data)
+
+
+def _truncate_rows(f: h5py.File, n: int) -> None:
+    """Shrink every data set to the first ``n`` committed structures."""
+    atoms = int(np.sum(f["n_atoms"][:n])) if n else 0
+    for key, ds in list(f.items()) + list(f["meta"].items()):
+        if isinstance(ds, h5py.Dataset) and ds.maxshape[0] is None:
+            per_atom = key in STRUCTURE_ARRAYS and STRUCTURE_ARRAYS[key][0] == "atom" or \
+                key in LABEL_ARRAYS and LABEL_ARRAYS[key][0] == "atom"
+            ds.resize(atoms if per_atom else n, axis=0)
+    f.flush()
 
 
 def update_rows(path, indices, *, labels: dict | None = None, meta: dict | None = None,
@@ -141,15 +274,34 @@ def update_rows(path, indices, *, labels: dict | None = None, meta: dict | None 
     path = Path(path)
     indices = [int(i) for i in np.atleast_1d(indices)]
     labels, meta = labels or {}, meta or {}
-    with h5py.File(path, "r") as f:  # validate against the file before opening it for write
+    with _open(path) as f:  # validate against the file before opening it for write
         _check_header(f, path)
         n = int(f.attrs["n_structures"])
         n_atoms = f["n_atoms"][:n]
-    off = np.concatenate([[0], np.cumsum(n_atoms)])
+        off = np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64)
+        _check_update(path, indices, labels, n_atoms)
+        cols = {k: normalise_meta({k: list(v)}, len(indices))[k] for k, v in meta.items()}
+        needed = _update_bytes(f, indices, labels, cols, off) + _attrs_bytes(attrs)
+    with guarded(path, needed, f"record {len(indices)} structures") as f:
+        for name, values in labels.items():
+            ds = _ensure_dataset(f, name, n, int(off[-1]))
+            per_atom = LABEL_ARRAYS[name][0] == "atom"
+            for i, v in zip(indices, values):
+                ds[slice(off[i], off[i + 1]) if per_atom else i] = v
+        for key, col in cols.items():
+            ds = _ensure_meta(f, key, col, n)
+            for i, v in zip(indices, col):
+                ds[i] = v
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+
+
+def _check_update(path: Path, indices, labels: dict, n_atoms) -> None:
+    """Validate indices and label shapes of an update before writing any of it."""
+    n = len(n_atoms)
     for i in indices:
         if not 0 <= i < n:
             raise DataError(f"{path}: structure index {i} out of range 0..{n - 1}")
-    # Validate all values before writing any.
     for name, values in labels.items():
         if name not in LABEL_ARRAYS:
             raise DataError(f"{path}: key '{name}': unknown label")
@@ -159,45 +311,46 @@ def update_rows(path, indices, *, labels: dict | None = None, meta: dict | None 
             if np.shape(v) != want:
                 raise DataError(f"{path}: key '{name}' of structure {i}: expected shape "
                                 f"{want}, got {np.shape(v)}")
-    with h5py.File(path, "a") as f:
-        for name, values in labels.items():
-            ds = _ensure_dataset(f, name, n, int(off[-1]))
-            kind = LABEL_ARRAYS[name][0]
-            for i, v in zip(indices, values):
-                if kind == "atom":
-                    ds[off[i]:off[i + 1]] = v
-                else:
-                    ds[i] = v
-        for key, values in meta.items():
-            col = normalise_meta({key: list(values)}, len(indices))[key]
-            ds = _ensure_meta(f, key, col, n)
-            for i, v in zip(indices, col):
-                ds[i] = v
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
-        f.flush()
+
+
+def _update_bytes(f: h5py.File, indices, labels: dict, cols: dict, off) -> int:
+    """Upper bound of the bytes an in-place update makes HDF5 allocate."""
+    n = len(off) - 1
+    need = _METADATA_BYTES
+    for name in labels:
+        kind, shape, dtype = LABEL_ARRAYS[name]
+        rows = [(off[i], off[i + 1]) if kind == "atom" else (i, i + 1) for i in indices]
+        need += _new_chunk_bytes(f.get(name), _row_spec(kind, shape, dtype), rows)
+    for key, col in cols.items():
+        ds = f["meta"].get(key) if "meta" in f else None
+        strings = col.dtype == object
+        rows = [(i, i + 1) for i in indices] if ds is not None else [(0, n)]  # new: filled
+        need += _new_chunk_bytes(ds, (_STRUCTURE_CHUNK, 16 if strings else 8), rows)
+        if strings:
+            need += _string_bytes(col) + (32 * n if ds is None else 0)
+    return need
+
+
+def _attrs_bytes(attrs: dict | None) -> int:
+    return sum(len(str(k)) + len(str(v).encode()) + 256 for k, v in (attrs or {}).items())
 
 
 def set_attrs(path, **attrs) -> None:
     """Set file attributes (JSON-encodes dicts/lists) and flush."""
-    with h5py.File(path, "a") as f:
-        _check_header(f, Path(path))
+    path = Path(path)
+    attrs = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in attrs.items()}
+    with _open(path) as f:
+        _check_header(f, path)
+    with guarded(path, _METADATA_BYTES + 2 * _attrs_bytes(attrs), "set attributes") as f:
         for k, v in attrs.items():
-            f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
-        f.flush()
+            f.attrs[k] = v
 
 
 # ---------------------------------------------------------------------- read
 def read(path, indices=None) -> StructureSet:
     """Read (a subset of) a data set, validating keys, shapes and values."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such data file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise DataError(f"{path}: not a readable HDF5 file ({err})") from err
-    with f:
+    with _open(path) as f:
         _check_header(f, path)
         n = int(f.attrs["n_structures"])
         for key in ("n_atoms",) + tuple(STRUCTURE_ARRAYS):
@@ -233,7 +386,7 @@ def iterate(path, chunk_size: int = 1000):
 def read_range(path, start: int, stop: int) -> StructureSet:
     """Structures ``start:stop`` without reading the rest of the file."""
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         _check_header(f, path)
         n = int(f.attrs["n_structures"])
         stop = min(stop, n)
@@ -255,17 +408,28 @@ def read_range(path, start: int, stop: int) -> StructureSet:
 
 
 def count(path) -> int:
+    """Number of committed structures of a data file."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such data file")
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         _check_header(f, path)
         return int(f.attrs["n_structures"])
 
 
+def _open(path: Path) -> h5py.File:
+    """The data file opened read-only; errors name the file and what was expected."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such data file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        size = Path(path).stat().st_size
+        what = "an empty file" if size == 0 else f"{size} bytes that are not HDF5"
+        raise DataError(f"{path}: expected a capml HDF5 data file, got {what} ({err})") from err
+
+
 def read_attrs(path) -> dict:
     """File attributes; JSON-encoded ones decoded."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         out = {}
         for k, v in f.attrs.items():
             if isinstance(v, bytes):
@@ -279,7 +443,7 @@ def read_attrs(path) -> dict:
 
 def read_meta(path, key: str) -> np.ndarray:
     """One metadata column without reading structures."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         _check_header(f, Path(path))
         if "meta" not in f or key not in f["meta"]:
             raise DataError(f"{path}: missing metadata key 'meta/{key}'")
@@ -288,18 +452,13 @@ def read_meta(path, key: str) -> np.ndarray:
 
 def read_label(path, key: str) -> np.ndarray:
     """One per-structure label array (e.g. band_gap) without reading structures."""
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         _check_header(f, Path(path))
         if key not in f:
             raise DataError(f"{path}: missing label key '{key}'")
         if LABEL_ARRAYS[key][0] != "structure":
             raise DataError(f"{path}: '{key}' is per-atom; use read()")
         return f[key][: int(f.attrs["n_structures"])]
-
-
-def from_files(paths) -> StructureSet:
-    """Read and concatenate several data files."""
-    return concat([read(p) for p in paths])
 
 
 # ------------------------------------------------------------------- helpers
@@ -326,10 +485,10 @@ def _init_file(f: h5py.File, config: str | None, attrs: dict | None) -> None:
     f.attrs["n_structures"] = 0
     for k, v in (attrs or {}).items():
         f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
-    f.create_dataset("n_atoms", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(4096,))
+    f.create_dataset("n_atoms", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(_ATOM_CHUNK,))
     for key, (kind, shape, dtype) in STRUCTURE_ARRAYS.items():
         f.create_dataset(key, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
-                         chunks=(4096 if kind == "atom" else 512,) + shape)
+                         chunks=(_ATOM_CHUNK if kind == "atom" else _STRUCTURE_CHUNK,) + shape)
     f.create_group("meta")
 
 
@@ -349,7 +508,7 @@ def _ensure_dataset(f, name, n_structures, n_atom_rows):
     kind, shape, dtype = LABEL_ARRAYS[name]
     rows = n_atom_rows if kind == "atom" else n_structures
     ds = f.create_dataset(name, shape=(rows,) + shape, maxshape=(None,) + shape, dtype=dtype,
-                          chunks=(4096 if kind == "atom" else 512,) + shape, fillvalue=np.nan)
+                          chunks=(_ATOM_CHUNK if kind == "atom" else _STRUCTURE_CHUNK,) + shape, fillvalue=np.nan)
     return ds
 
 
@@ -359,12 +518,12 @@ def _ensure_meta(f, key, col, n_structures):
         return g[key]
     if col.dtype == object:
         ds = g.create_dataset(key, shape=(n_structures,), maxshape=(None,), dtype=_STR,
-                              chunks=(512,))
+                              chunks=(_STRUCTURE_CHUNK,))
         fill = ""
     else:
         fill = META_COLUMNS.get(key, (None, np.nan if col.dtype.kind == "f" else -1))[1]
         ds = g.create_dataset(key, shape=(n_structures,), maxshape=(None,), dtype=col.dtype,
-                              chunks=(512,), fillvalue=fill)
+                              chunks=(_STRUCTURE_CHUNK,), fillvalue=fill)
     if n_structures:  # allocate explicitly: h5py cannot read unallocated vlen-string chunks
         ds[:] = np.full(n_structures, fill, dtype=object if col.dtype == object else col.dtype)
     return ds
