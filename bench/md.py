@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -38,10 +39,12 @@ from omegaconf import OmegaConf
 
 from capml.calculators.mlip import mlip
 from capml.simulation import md
-from capml.simulation.forces import build_mace, make_evaluator
+from capml.simulation.forces import make_evaluator
 from capml.structures import System
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers.mace import build_mace
 
 
 def structures(n: int, seed: int = 0):

@@ -68,8 +68,8 @@ def tiny_mace(tmp_path):
     """Factory of float64 MACE calculators of one untrained 8x0e model for S, Br, Ag, I
     (for tests that compare capml's batched engine with mace's own calculator)."""
     import torch
+    from helpers.mace import build_mace
 
-    from capml.simulation.forces import build_mace
     from capml.utils.torch_compat import import_mace
 
     path = tmp_path / "tiny.model"

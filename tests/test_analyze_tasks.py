@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DEMO, compose_cfg
+from helpers.systems import with_cu3x
 from omegaconf import open_dict
 
 from capml import predict_band_gap
 from capml.analysis.simulation_runs import read_trajectory
 from capml.tasks import dispatch
-from conftest import DEMO, compose_cfg
-from test_enumerate import with_cu3x
 
 CKPT = DEMO / "gnn_demo.ckpt"
 

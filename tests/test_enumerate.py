@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 import spglib
-from omegaconf import OmegaConf, open_dict
+from helpers.systems import CU3X, with_cu3x
+from omegaconf import OmegaConf
 
 from capml import data as store
 from capml.structures import System
@@ -25,22 +26,6 @@ from capml.tasks import dispatch
 
 # An EMT-computable analogue of the antiperovskite's halide sublattice: L1_2 Cu3X with
 # X = Ag (x = 0) or Au (x = 1) on the cube corners (Pm-3m, site 1a), 2x2x2 -> 8 X sites.
-CU3X = {"name": "Cu3Au_xAg_(1-x)", "x": 0.5, "supercell": [2, 2, 2],
-        "sites": [{"label": "Cu", "species": "Cu", "frac": [0.5, 0.5, 0.0]},
-                  {"label": "Cu", "species": "Cu", "frac": [0.5, 0.0, 0.5]},
-                  {"label": "Cu", "species": "Cu", "frac": [0.0, 0.5, 0.5]},
-                  {"label": "X", "species": "Ag", "frac": [0.0, 0.0, 0.0]}],
-        "substitution": {"site": "X", "host": "Ag", "dopant": "Au"},
-        "end_members": [{"x": 0.0, "a": 3.72}, {"x": 1.0, "a": 3.705}]}  # EMT minima
-
-
-def with_cu3x(cfg):
-    """A composed config with the Cu3X test system (EMT can compute it)."""
-    with open_dict(cfg):
-        cfg.system = OmegaConf.create(CU3X)
-    return cfg
-
-
 PAPER_COUNTS = [1, 1, 3, 3, 6, 3, 3, 1, 1]
 
 

@@ -22,7 +22,7 @@ ELEMENTS = [16, 35, 47, 53]
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Two untrained float64 MACE models (different seeds) for Ag, S, Br, I."""
-    from capml.simulation.forces import build_mace
+    from helpers.mace import build_mace
 
     root = tmp_path_factory.mktemp("models")
     paths = {}

@@ -12,15 +12,16 @@ from ase import units
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
+from helpers.mace import build_mace
+from helpers.systems import with_cu3x
 from omegaconf import OmegaConf
 from scipy import stats
-from test_enumerate import with_cu3x
 
 from capml import data as store
 from capml.data import DataError
 from capml.simulation import md
 from capml.simulation import trajectory as traj
-from capml.simulation.forces import build_mace, make_evaluator
+from capml.simulation.forces import make_evaluator
 from capml.tasks import dispatch
 from capml.utils.torch_compat import import_mace
 

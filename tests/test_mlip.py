@@ -21,7 +21,7 @@ from conftest import DEMO
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained float64 MACE for Cu and Au, saved as mace saves its models."""
-    from capml.simulation.forces import build_mace
+    from helpers.mace import build_mace
 
     path = tmp_path_factory.mktemp("mlip") / "tiny.model"
     torch.save(build_mace([29, 79], r_max=4.0, hidden_irreps="8x0e", num_interactions=1,

@@ -9,12 +9,17 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from conftest import DEMO
+from helpers.systems import with_cu3x
 from phonopy import Phonopy
-from test_enumerate import with_cu3x
 
 from capml.simulation import phonons
 from capml.simulation.forces import make_evaluator
-from capml.simulation.phonopy_io import load_phonopy, to_ase_atoms, to_phonopy_atoms
+from capml.simulation.phonopy_io import (
+    full_force_constants,
+    load_phonopy,
+    to_ase_atoms,
+    to_phonopy_atoms,
+)
 from capml.tasks import dispatch
 
 Q = [[0.5, 0.0, 0.5], [0.5, 0.5, 0.5], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0]]
@@ -149,3 +154,31 @@ def test_a_failed_relaxation_does_not_abort_a_multi_structure_phonon_run(cfg_fac
     assert pd.isna(table.loc["li", "stable"]) and not (tmp_path / "li").exists()
     assert bool(table.loc["cu", "stable"]) and table.loc["cu", "n_displacements"] == 1
     assert (tmp_path / "cu" / "phonopy.yaml").stat().st_size > 0
+
+
+def test_force_constants_task_equals_serial_phonopy_on_emt(cfg_factory, tmp_path):
+    """task=force_constants (the batched engine path) writes the force constants that
+    phonopy's own serial loop over displaced supercells gives with EMT."""
+    cfg = with_cu3x(cfg_factory("simulate", "task=force_constants", "calculator=emt"))
+    paths = dispatch("simulate", cfg)
+    assert [p.name for p in paths] == ["emt_x0.yaml", "emt_x1.yaml"]
+    from capml.structures import System
+
+    system = System.from_config(cfg.system)
+    for x, path in zip((0.0, 1.0), paths):
+        ours = load_phonopy(path)
+        ref = Phonopy(to_phonopy_atoms(system.parent(x)), supercell_matrix=system.supercell,
+                      primitive_matrix="auto")
+        ref.generate_displacements(distance=0.01)
+        forces = []
+        for cell in ref.supercells_with_displacements:
+            atoms = to_ase_atoms(cell)
+            atoms.calc = EMT()
+            forces.append(atoms.get_forces())
+        ref.forces = np.array(forces)
+        ref.produce_force_constants()
+        ref.symmetrize_force_constants()
+        assert len(ours.supercell) == 32
+        np.testing.assert_allclose(full_force_constants(ours), ref.force_constants,
+                                   atol=1e-10)
+        assert np.abs(ref.force_constants).max() > 1.0  # eV/A^2: a real, non-trivial matrix

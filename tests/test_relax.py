@@ -9,7 +9,7 @@ import spglib
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.io import write
-from test_enumerate import CU3X
+from helpers.systems import CU3X
 
 from capml import data as store
 from capml.data import DataError, StructureSet

@@ -8,19 +8,17 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from capml.sampling import harmonic_phonopy, supercell_force_constants, thermal, uniform
-from capml.simulation.phonopy_io import (
-    compute_force_constants,
-    load_phonopy,
-    make_phonopy,
-    supercell_atoms,
-)
+from capml.simulation.forces import make_evaluator
+from capml.simulation.phonons import force_constants
+from capml.simulation.phonopy_io import load_phonopy, supercell_atoms
 
 
 @pytest.fixture(scope="module")
 def copper():
     """EMT copper, 32-atom supercell, finite-displacement force constants (stable crystal)."""
-    ph = make_phonopy(bulk("Cu", "fcc", a=3.61, cubic=True), [2, 2, 2], primitive_matrix="P")
-    compute_force_constants(ph, EMT())
+    ph = force_constants(bulk("Cu", "fcc", a=3.61, cubic=True),
+                         lambda cells: make_evaluator(cells, EMT), supercell_matrix=[2, 2, 2],
+                         primitive_matrix="P")
     return supercell_atoms(ph), ph.force_constants
 
 

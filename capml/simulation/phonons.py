@@ -13,7 +13,6 @@ the mesh only. Frequencies are in THz, imaginary ones as negative numbers.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,9 +20,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from phonopy import Phonopy
-from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 
-from capml.simulation.phonopy_io import to_ase_atoms, to_phonopy_atoms
+from capml.simulation.phonopy_io import make_phonopy, to_ase_atoms
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +57,7 @@ def force_constants(atoms: Atoms, make_evaluator: Callable, *, supercell_matrix=
     (all evaluated in one call, batched where the model allows). ``distance`` and
     ``symprec`` (phonopy's symmetry tolerance) in A.
     """
-    matrix = np.array(supercell_matrix, dtype=int)
-    with warnings.catch_warnings():
-        # phonopy 4 warns that 'auto' differs from v3's identity default; capml asks for it
-        warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
-        phonon = Phonopy(to_phonopy_atoms(atoms),
-                         np.diag(matrix) if matrix.shape == (3,) else matrix,
-                         primitive_matrix=primitive_matrix, symprec=symprec)
+    phonon = make_phonopy(atoms, supercell_matrix, primitive_matrix, symprec)
     phonon.generate_displacements(distance=distance)
     cells = [to_ase_atoms(c) for c in phonon.supercells_with_displacements]
     _, forces, _ = make_evaluator(cells).evaluate(cells)

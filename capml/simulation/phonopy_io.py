@@ -1,4 +1,5 @@
-"""Thin glue between ase and phonopy: conversion, force constants, loading and saving.
+"""Thin glue between ase and phonopy: conversion, construction, loading and saving
+(force constants are computed by ``capml.simulation.phonons.force_constants``).
 
 Masses are passed explicitly from ASE so that phonopy, MD and normal-mode
 projections use one mass table.
@@ -7,12 +8,14 @@ projections use one mass table.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
+from phonopy.structure.cells import PrimitiveMatrixAutoDefaultWarning
 
 log = logging.getLogger(__name__)
 
@@ -30,34 +33,18 @@ def to_ase_atoms(patoms: PhonopyAtoms) -> Atoms:
     return atoms
 
 
-def make_phonopy(unitcell: Atoms, supercell_matrix, primitive_matrix="auto") -> Phonopy:
-    """Phonopy object for ``unitcell`` (ase) with ASE masses."""
+def make_phonopy(unitcell: Atoms, supercell_matrix, primitive_matrix="auto",
+                 symprec: float = 1e-5) -> Phonopy:
+    """Phonopy object for ``unitcell`` (ase) with ASE masses; ``supercell_matrix`` a
+    3x3 matrix or its diagonal, ``symprec`` (A) phonopy's symmetry tolerance."""
     sc = np.array(supercell_matrix, dtype=int)
     if sc.shape == (3,):
         sc = np.diag(sc)
-    return Phonopy(to_phonopy_atoms(unitcell), supercell_matrix=sc,
-                   primitive_matrix=primitive_matrix)
-
-
-def compute_force_constants(phonon: Phonopy, calculator, distance: float = 0.01,
-                            symmetrize: bool = True) -> Phonopy:
-    """Finite-displacement force constants with an ASE calculator (in place).
-
-    ``distance`` in A. Forces are drift-corrected by phonopy.
-    """
-    phonon.generate_displacements(distance=distance)
-    forces = []
-    cells = phonon.supercells_with_displacements
-    for k, cell in enumerate(cells):
-        atoms = to_ase_atoms(cell)
-        atoms.calc = calculator
-        forces.append(np.array(atoms.get_forces()))
-        log.info("force constants: displacement %d/%d done", k + 1, len(cells))
-    phonon.forces = np.array(forces)
-    phonon.produce_force_constants()
-    if symmetrize:
-        phonon.symmetrize_force_constants()
-    return phonon
+    with warnings.catch_warnings():
+        # phonopy 4 warns that 'auto' differs from v3's identity default; capml asks for it
+        warnings.simplefilter("ignore", PrimitiveMatrixAutoDefaultWarning)
+        return Phonopy(to_phonopy_atoms(unitcell), supercell_matrix=sc,
+                       primitive_matrix=primitive_matrix, symprec=symprec)
 
 
 def load_phonopy(path, unitcell_file=None, supercell_matrix=None,

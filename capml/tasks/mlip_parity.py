@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +27,14 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from capml.analysis import mlip_parity as mp
+from capml.analysis import mlip_parity as parity_analysis
 from capml.calculators.mlip import mlip
 from capml.data import read
 from capml.models.mace import looks_like_path
+from capml.simulation.forces import evaluator_factory, make_evaluator
+from capml.simulation.phonons import force_constants
 from capml.simulation.phonopy_io import (
-    compute_force_constants,
     load_phonopy,
-    make_phonopy,
     save_phonopy,
     to_ase_atoms,
 )
@@ -77,8 +78,8 @@ def reference_phonons(spec, system: System, calculator_cfg, distance: float, out
         return load_phonopy(spec.reference)
     labeler = instantiate(calculator_cfg)
     log.info("phonons %s: reference force constants with %s", spec.name, labeler.level)
-    ph = make_phonopy(system.parent(float(spec.x)), system.supercell)
-    compute_force_constants(ph, labeler.build(**labeler.settings), distance=distance)
+    ph = force_constants(system.parent(float(spec.x)), evaluator_factory(labeler),
+                         supercell_matrix=system.supercell, distance=distance)
     save_phonopy(ph, out / f"phonons_{spec.name}_reference.yaml")
     return ph
 
@@ -94,31 +95,34 @@ def run(cfg: DictConfig) -> dict:
 
     data = held_out_set(t.data, models, t.held_out, t.max_structures, int(cfg.seed))
     log.info("parity on %d held-out structures of %s", len(data), t.data)
-    ref = mp.reference_values(data)
+    ref = parity_analysis.reference_values(data)
     atoms = data.to_atoms()
-    preds = {name: mp.predict(calc, atoms) for name, calc in calcs.items()}
-    parity = {name: mp.parity_metrics(ref, p) for name, p in preds.items()}
-    mp.parity_figure(ref, preds, parity).savefig(out / "parity.png", dpi=150)
+    preds = {name: parity_analysis.predict(calc, atoms) for name, calc in calcs.items()}
+    parity = {name: parity_analysis.parity_metrics(ref, p) for name, p in preds.items()}
+    parity_analysis.parity_figure(ref, preds, parity).savefig(out / "parity.png", dpi=150)
 
     phonons = {}
     system = System.from_config(cfg.system)
     for spec in t.phonons.structures:
         ref_ph = reference_phonons(spec, system, t.reference_calculator,
                                    float(t.phonons.distance), out)
-        path = mp.band_path(ref_ph, int(t.phonons.npoints))
-        ref_band = mp.band_frequencies(ref_ph, path)
+        path = parity_analysis.band_path(ref_ph, int(t.phonons.npoints))
+        ref_band = parity_analysis.band_frequencies(ref_ph, path)
         unitcell = to_ase_atoms(ref_ph.unitcell)
         bands, phonons[spec.name] = {}, {}
         for name, calc in calcs.items():
-            ph = make_phonopy(unitcell, ref_ph.supercell_matrix, ref_ph.primitive_matrix)
-            compute_force_constants(ph, calc, distance=float(t.phonons.distance))
+            ph = force_constants(unitcell, partial(make_evaluator, build=lambda c=calc: c,
+                                                   dtype=str(t.dtype)),
+                                 supercell_matrix=ref_ph.supercell_matrix,
+                                 primitive_matrix=ref_ph.primitive_matrix,
+                                 distance=float(t.phonons.distance))
             save_phonopy(ph, out / f"phonons_{spec.name}_{name}.yaml")
-            bands[name] = mp.band_frequencies(ph, path)
-            phonons[spec.name][name] = mp.frequency_metrics(ref_band["frequencies"],
+            bands[name] = parity_analysis.band_frequencies(ph, path)
+            phonons[spec.name][name] = parity_analysis.frequency_metrics(ref_band["frequencies"],
                                                             bands[name]["frequencies"])
             log.info("phonons %s, %s: MAE %.3f THz over %d frequencies", spec.name, name,
                      phonons[spec.name][name]["mae"], phonons[spec.name][name]["n"])
-        mp.phonon_figure(spec.name, ref_band, bands, phonons[spec.name]).savefig(
+        parity_analysis.phonon_figure(spec.name, ref_band, bands, phonons[spec.name]).savefig(
             out / f"phonons_{spec.name}.png", dpi=150)
 
     result = {"data": str(t.data), "n_structures": len(data),
