@@ -193,7 +193,7 @@ def test_gpaw_labels_a_small_cell():
     h2.pbc = True
     labels, _ = labeler(h2)
     # capml's gap from eigenvalues/occupations equals GPAW's own HOMO-LUMO routine
-    h2.calc = labeler.build(**labeler.settings)
+    h2.calc = labeler.calculator()
     h2.get_potential_energy()
     homo, lumo = h2.calc.get_homo_lumo()
     assert labels["band_gap"] == pytest.approx(lumo - homo, abs=1e-6)

@@ -9,6 +9,7 @@ from pathlib import Path
 import ase
 import numpy as np
 from ase.io import read as ase_read
+from ase.io.formats import open_with_compression
 
 from capml import data as store
 from capml.calculators.labeling import label_file
@@ -74,3 +75,56 @@ def test_vasp_ingestion_maps_atoms_back_and_records_failures(tmp_path):
     assert got.info["band_gap"] > 0 and data.meta["level"][0] == "vasp-pbe"
     assert "no exported VASP run for id 'missing'" in data.meta["label_status"][1]
     assert "differs" in data.meta["label_status"][2]
+
+
+RUNS = Path(__file__).parent / "data" / "vasp"
+
+
+def _ingest(tmp_path, runs: dict, properties, level="vasp-pbesol"):
+    """Data set of the runs' own input structures (ids = keys), one run folder each, labeled
+    by calculator=vasp; returns the labeled set."""
+    atoms = []
+    for sid, src in runs.items():
+        a = ase_read(src, index=0, format="vasp-xml")
+        a.calc = None
+        a.info["id"] = sid
+        atoms.append(a)
+        folder = tmp_path / "runs" / sid
+        folder.mkdir(parents=True)
+        if src.suffix == ".gz":  # a gzipped run folder
+            shutil.copy(src, folder / "vasprun.xml.gz")
+        else:
+            with open_with_compression(str(src), "rb") as fh:
+                (folder / "vasprun.xml").write_bytes(fh.read())
+        (folder / "capml.json").write_text(json.dumps({"id": sid, "order": list(range(len(a)))}))
+    path = store.write(tmp_path / "d.h5", StructureSet.from_atoms(atoms))
+    cfg = {"_target_": "capml.calculators.reference.vasp", "runs_dir": str(tmp_path / "runs"),
+           "level": level, "properties": list(properties)}
+    label_file(path, path, cfg)
+    return store.read(path)
+
+
+def test_band_structure_run_is_ingested_for_its_gap_only(tmp_path):
+    runs = {"si": RUNS / "si_bands_icharg11_vasprun.xml.gz"}
+    every = _ingest(tmp_path / "a", runs, ["energy", "forces", "stress", "band_gap"])
+    status = every.meta["label_status"][0]
+    assert status.startswith("failed: ") and "no energy, forces, stress" in status
+    assert "ICHARG = 11" in status and "properties: [band_gap]" in status
+    gap_only = _ingest(tmp_path / "b", runs, ["band_gap"], level="vasp-hsesol")
+    assert gap_only.meta["label_status"][0] == "ok"
+    assert 0.5 < gap_only.labels["band_gap"][0] < 0.7
+    assert "indirect gap" in gap_only.meta["label_note"][0]
+
+
+def test_metal_and_truncated_runs_on_ingestion(tmp_path):
+    cut = tmp_path / "cut.xml"
+    text = (RUNS / "si_supercell_vasprun.xml").read_text()
+    cut.write_text(text[: text.index("</calculation>")])  # a job killed before its end
+    data = _ingest(tmp_path, {"cr": RUNS / "cr_metal_vasprun.xml.xz", "si": cut},
+                   ["energy", "forces", "band_gap"])
+    assert data.meta["label_status"][0] == "ok" and data.labels["band_gap"][0] == 0.0
+    assert data.meta["label_note"][0].startswith("metal: ")
+    assert np.isfinite(data.labels["energy"][0])
+    status = data.meta["label_status"][1]
+    assert status.startswith("failed: ") and "si/vasprun.xml: truncated" in status
+    assert np.isnan(data.labels["energy"][1])

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, CalculationFailed
+from ase.calculators.calculator import CalculationFailed, Calculator
 
-from capml.calculators.band_gap import gap_from_eigenvalues, gap_from_electron_count
+from capml.calculators.band_gap import METAL_TOLERANCE, gap_from_electron_count
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,13 @@ class Labeler:
         if "band_gap" in self.properties and self.band_gap is None:
             raise ValueError(f"calculator '{self.level}' cannot compute band_gap")
 
+    def calculator(self, **overrides) -> Calculator:
+        """A fresh ASE calculator at this labeler's settings (``overrides`` replace some)."""
+        if self.build is None:
+            raise TypeError(f"calculator '{self.level}' ingests finished runs and has no "
+                            "ASE calculator to build")
+        return self.build(**{**self.settings, **overrides})
+
     def variant_names(self) -> list[str]:
         """Names of the settings variants, as failures record them: 'default', then each
         fallback's overrides."""
@@ -60,18 +67,17 @@ class Labeler:
         for k, override in enumerate([{}] + list(self.fallbacks)):
             if names[k] in skip:
                 continue
-            settings = {**self.settings, **override}
             try:
-                labels = self._compute(atoms, settings)
+                labels = self._compute(atoms, override)
             except (CalculationFailed, RuntimeError, ValueError) as err:  # incl. LabelingFailed
                 errors.append(f"{names[k]}: {str(err).splitlines()[0][:200]}")
                 continue
             return labels, (f"fallback {k}: {override}" if k else "")
         raise LabelingFailed("; ".join(errors))
 
-    def _compute(self, atoms: Atoms, settings: dict) -> dict:
+    def _compute(self, atoms: Atoms, overrides: dict) -> dict:
         atoms = atoms.copy()
-        atoms.calc = self.build(**settings)
+        atoms.calc = self.calculator(**overrides)
         out = {}
         if "energy" in self.properties:
             out["energy"] = float(atoms.get_potential_energy())
@@ -131,9 +137,10 @@ def gfn2(properties=PROPERTIES, accuracy: float = 30.0, electronic_temperature: 
     return Labeler(
         level=level,
         build=_tblite,
-        settings=dict(method="GFN2-xTB", accuracy=accuracy,
-                      electronic_temperature=electronic_temperature,
-                      max_iterations=max_iterations, mixer_damping=mixer_damping, verbosity=0),
+        settings={"method": "GFN2-xTB", "accuracy": accuracy,
+                  "electronic_temperature": electronic_temperature,
+                  "max_iterations": max_iterations, "mixer_damping": mixer_damping,
+                  "verbosity": 0},
         properties=tuple(properties),
         fallbacks=[_plain(f) for f in fallbacks],
         band_gap=_tblite_gap,
@@ -161,9 +168,9 @@ def gpaw(properties=("band_gap",), mode: str = "lcao", basis: str = "sz(dzp)", x
     return Labeler(
         level=level,
         build=_gpaw,
-        settings=dict(mode=mode, basis=basis, xc=xc, kpts=tuple(kpts), txt=None,
-                      occupations={"name": "fermi-dirac", "width": smearing_width},
-                      maxiter=max_iterations),
+        settings={"mode": mode, "basis": basis, "xc": xc, "kpts": tuple(kpts), "txt": None,
+                  "occupations": {"name": "fermi-dirac", "width": smearing_width},
+                  "maxiter": max_iterations},
         properties=tuple(properties),
         fallbacks=[_plain(f) for f in fallbacks],
         band_gap=_gpaw_gap,
@@ -191,17 +198,35 @@ class VaspRunLabeler(Labeler):
 
     The folders are those written by ``simulate.py task=export_inputs`` (atoms sorted by
     species for VASP; ``capml.json`` holds the order back to the data set's). A
-    missing run, or a run whose input structure differs from the data set's, is a
-    recorded failure.
+    missing run, an unfinished or unconverged one, a run whose input structure differs
+    from the data set's, or a non-self-consistent run asked for energies is a recorded
+    failure naming the file and the reason. The label note says how the gap was found
+    (direct/indirect and the band-edge k-points, or metal).
     """
 
-    def __init__(self, runs_dir: str, level: str, properties, tolerance: float = 1e-4):
+    def __init__(self, runs_dir: str, level: str, properties, tolerance: float = 1e-4,
+                 metal_tolerance: float = METAL_TOLERANCE):
         self.runs_dir = runs_dir
-        self.tolerance = tolerance
-        super().__init__(level=level, build=None, settings={"runs_dir": str(runs_dir)},
+        self.tolerance = tolerance  # A, input positions vs the data set's
+        self.metal_tolerance = metal_tolerance
+        super().__init__(level=level, build=None,
+                         settings={"runs_dir": str(runs_dir), "metal_tolerance": metal_tolerance},
                          properties=tuple(properties), band_gap=lambda calc, atoms: 0.0)
 
-    def _compute(self, atoms: Atoms, settings: dict) -> dict:
+    def __call__(self, atoms: Atoms, skip=()) -> tuple[dict, str]:
+        from capml.data.structure_set import DataError
+
+        try:
+            run, inverse = self._read_run(atoms)
+        except (DataError, FileNotFoundError) as err:
+            raise LabelingFailed(str(err)) from err
+        return self._labels(run, inverse), run.info["label_note"]
+
+    def _compute(self, atoms: Atoms, overrides: dict) -> dict:
+        return self(atoms)[0]
+
+    def _read_run(self, atoms: Atoms) -> tuple[Atoms, np.ndarray]:
+        """The run of ``atoms`` and the permutation from its atom order to the data set's."""
         import json
         from pathlib import Path
 
@@ -212,28 +237,38 @@ class VaspRunLabeler(Labeler):
             raise LabelingFailed(f"no exported VASP run for id {atoms.info.get('id')!r} "
                                  f"in {self.runs_dir} (expected {folder}/capml.json)")
         order = np.array(json.loads((folder / "capml.json").read_text())["order"])
-        run = read_vasp(folder, level=self.level)
+        run = read_vasp(folder, level=self.level, metal_tolerance=self.metal_tolerance)
         inverse = np.argsort(order)  # run[inverse] is in the data set's atom order
         if (len(run) != len(atoms) or (run.numbers[inverse] != atoms.numbers).any()
                 or np.abs(run.positions[inverse] - atoms.positions).max() > self.tolerance):
-            raise LabelingFailed(f"{folder}: VASP structure differs from data-set structure "
-                                 f"{atoms.info.get('id')!r} (not a single point of it?)")
-        out = {}
-        res = run.calc.results
-        if "energy" in self.properties:
-            out["energy"] = float(res["energy"])
-        if "forces" in self.properties:
-            out["forces"] = np.asarray(res["forces"])[inverse]
-        if "stress" in self.properties:
-            out["stress"] = np.asarray(res["stress"], dtype=float)
+            raise LabelingFailed(f"{run.info['source']}: VASP structure differs from data-set "
+                                 f"structure {atoms.info.get('id')!r} (not a single point of it?)")
+        return run, inverse
+
+    def _labels(self, run: Atoms, inverse: np.ndarray) -> dict:
+        source, res = run.info["source"], (run.calc.results if run.calc is not None else {})
+        wanted = [p for p in ("energy", "forces", "stress") if p in self.properties]
+        missing = [p for p in wanted if p not in res]
+        if missing:
+            raise LabelingFailed(f"{source}: no {', '.join(missing)} in this run "
+                                 f"({run.info['label_note'] or 'not in the file'}); ingest it "
+                                 "with properties: [band_gap]")
+        out = {p: np.asarray(res[p], dtype=float) for p in wanted}
+        if "forces" in out:
+            out["forces"] = out["forces"][inverse]
+        if "energy" in out:
+            out["energy"] = float(out["energy"])
         if "band_gap" in self.properties:
             if "band_gap" not in run.info:
-                raise LabelingFailed(f"{folder}: no eigenvalues (vasprun.xml) for the band gap")
+                raise LabelingFailed(f"{source}: {run.info['label_note']}")
             out["band_gap"] = float(run.info["band_gap"])
         return out
 
 
 def vasp(runs_dir: str, level: str = "vasp-pbesol",
-         properties=("energy", "forces", "stress", "band_gap")) -> Labeler:
-    """Ingest finished VASP single points from ``runs_dir/<structure id>/``."""
-    return VaspRunLabeler(runs_dir=runs_dir, level=level, properties=properties)
+         properties=("energy", "forces", "stress", "band_gap"),
+         metal_tolerance: float = METAL_TOLERANCE) -> Labeler:
+    """Ingest finished VASP single points from ``runs_dir/<structure id>/``;
+    ``metal_tolerance`` (fraction of full occupation) decides when a run is a metal."""
+    return VaspRunLabeler(runs_dir=runs_dir, level=level, properties=properties,
+                          metal_tolerance=metal_tolerance)
