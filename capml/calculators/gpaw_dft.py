@@ -140,19 +140,21 @@ def _pw_calculator(*, ecut, **settings):
 
 def pbesol(properties=("energy", "forces", "stress", "band_gap"), ecut: float = 400.0,
            kpts=(1, 1, 1), gamma: bool = True, xc: str = "PBEsol", setups=None,
-           smearing_width: float = 0.01, max_iterations: int = 300, fallbacks=(),
-           symbols=("Ag", "S", "Br", "I"), setups_dir=None,
+           smearing_width: float = 0.01, max_iterations: int = 300, convergence=None,
+           fallbacks=(), symbols=("Ag", "S", "Br", "I"), setups_dir=None,
            level: str = "gpaw-pbesol-pw") -> GpawLabeler:
     """Plane-wave DFT (``ecut`` eV; ``kpts`` grid of the cell, Gamma-centred when
     ``gamma``), PBEsol by default: energy, forces, stress and the Kohn-Sham gap; Fermi-Dirac
     smearing ``smearing_width`` eV. ``setups`` = {symbol: GPAW setup variant}; the PAW
-    setups of ``symbols`` are generated into ``setups_dir`` (see ``ensure_setups``)."""
+    setups of ``symbols`` are generated into ``setups_dir`` (see ``ensure_setups``);
+    ``convergence`` overrides GPAW's SCF criteria (e.g. {"energy": 1e-6, "forces": 1e-4})."""
     return GpawLabeler(
         level=level, build=_pw_calculator, symbols=symbols, setups_dir=setups_dir,
         settings=dict(ecut=float(ecut), xc=xc, kpts=_kpts(kpts, gamma),
                       setups=_variants(setups), txt=None,
                       occupations={"name": "fermi-dirac", "width": float(smearing_width)},
-                      maxiter=int(max_iterations)),
+                      maxiter=int(max_iterations),
+                      **({"convergence": _plain(convergence)} if convergence else {})),
         properties=tuple(properties), fallbacks=[_plain(f) for f in fallbacks],
         band_gap=_kohn_sham_gap)
 
