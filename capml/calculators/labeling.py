@@ -1,6 +1,7 @@
 """Resumable, parallel labeling of an HDF5 data set with a reference Labeler.
 
-The output file starts as an atomic copy of the input; every finished structure
+One writer per output file (``capml.calculators.locking``). The output file starts as
+an atomic copy of the input; every finished structure
 is written in place and flushed at once (labels, ``level``, ``label_status``,
 ``label_seconds``, ``label_note``). A structure whose status is set is never
 recomputed, so a killed job resumes where it stopped and loses at most the
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from capml.calculators import locking, shards
 from capml.data import store
 from capml.data.structure_set import DataError
 
@@ -72,70 +74,106 @@ def prepare_output(input_path, output_path) -> Path:
 
 
 def label_file(input_path, output_path, labeler_config: dict, *, n_jobs: int = 1,
-               retry_failed: bool = False, limit: int | None = None,
-               threads_per_job: int | None = None, shuffle_seed: int | None = None) -> dict:
+               retry_failed: bool | str = False, limit: int | None = None,
+               threads_per_job: int | None = None, shuffle_seed: int | None = None,
+               shard: tuple[int, int] | None = None) -> dict:
     """Label every pending structure; returns counts {'ok', 'failed', 'skipped'}.
 
     ``labeler_config`` is a Hydra-instantiable mapping returning a Labeler; it is
     instantiated once per worker process. ``limit`` caps the number of structures
     labeled in this call (for committing a long job in pieces). With
     ``shuffle_seed`` the pending structures are labeled in a seeded random order, so
-    that a partly labeled file covers all compositions and methods evenly.
+    that a partly labeled file covers all compositions and methods evenly. ``shard =
+    (i, n)`` labels only the pending structures with index i mod n (``capml.calculators
+    .shards``; counts then add 'other_shards'). One writer per output file: a second
+    one is refused (``locking.FileLocked``). A call with nothing to do leaves the output
+    file byte for byte as it was.
     """
     from hydra.utils import instantiate
 
     if retry_failed not in RETRY:
         raise ValueError(f"retry_failed={retry_failed!r}: expected one of {RETRY}")
-    out = prepare_output(input_path, output_path)
-    labeler = instantiate(labeler_config)  # fail fast on a bad config, in this process
-    data = store.read(out)
-    variants = labeler.variant_names()
-    todo = pending_indices(out, retry_failed, variants)
-    status = data.meta.get("label_status", np.full(len(data), ""))
-    earlier = {int(i): status[i] for i in todo if retry_failed == "untried" and status[i]}
-    skipped = len(data) - len(todo)
+    if shard is not None:
+        shards.check_shard(*shard)
+    with locking.exclusive(output_path):
+        out = prepare_output(input_path, output_path)
+        labeler = instantiate(labeler_config)  # fail fast on a bad config, in this process
+        todo, earlier, counts = _plan(out, labeler, retry_failed, limit, shuffle_seed, shard)
+        log.info("%s: %d structures to label with %s (%d already done), %d job(s)",
+                 out, len(todo), labeler.level, counts["skipped"], n_jobs)
+        if len(todo):
+            _record_settings(out, labeler)
+            atoms_list = store.read(out).to_atoms()
+            threads = threads_per_job or max(1, (os.cpu_count() or 1) // n_jobs)
+            jobs = [(int(i), atoms_list[i], earlier.get(int(i), "")) for i in todo]
+            run = _run_serial if n_jobs == 1 else _run_pool
+            run(out, jobs, labeler_config, labeler, n_jobs, threads, counts)
+    return counts
+
+
+def _plan(out: Path, labeler, retry_failed, limit, shuffle_seed, shard):
+    """Indices to label now, the earlier failures of those retried 'untried', and counts."""
+    todo = pending_indices(out, retry_failed, labeler.variant_names())
+    n = store.count(out)
+    counts = {"ok": 0, "failed": 0, "skipped": n - len(todo)}
+    if shard is not None:
+        mine = shards.in_shard(todo, *shard)
+        counts["other_shards"] = len(todo) - len(mine)
+        todo = mine
+    earlier = {}
+    if retry_failed == "untried" and len(todo):
+        status = store.read_meta(out, "label_status")
+        earlier = {int(i): status[i] for i in todo if status[i]}
     if shuffle_seed is not None:
         todo = np.random.default_rng(shuffle_seed).permutation(todo)
-    if limit is not None:
-        todo = todo[:limit]
-    settings = {labeler.level: {"settings": _jsonable(labeler.settings),
-                                "properties": list(labeler.properties),
-                                "fallbacks": _jsonable(labeler.fallbacks),
-                                "provenance": _jsonable(labeler.provenance)}}
-    attrs = store.read_attrs(out)
-    calculators = attrs.get("calculators") or {}
+    return (todo if limit is None else todo[:limit]), earlier, counts
+
+
+def _record_settings(out: Path, labeler) -> None:
+    """The labeler's settings in the file's ``calculators`` attribute (written only when
+    they change, so that resuming leaves the attribute as it was)."""
+    settings = {"settings": _jsonable(labeler.settings), "properties": list(labeler.properties),
+                "fallbacks": _jsonable(labeler.fallbacks),
+                "provenance": _jsonable(labeler.provenance)}
+    calculators = store.read_attrs(out).get("calculators") or {}
     calculators = json.loads(calculators) if isinstance(calculators, str) else calculators
-    store.set_attrs(out, calculators={**calculators, **settings})
-    log.info("%s: %d structures to label with %s (%d already done), %d job(s)",
-             out, len(todo), labeler.level, skipped, n_jobs)
-    counts = {"ok": 0, "failed": 0, "skipped": skipped}
-    if len(todo) == 0:
-        return counts
-    atoms_list = data.to_atoms()
-    threads = threads_per_job or max(1, (os.cpu_count() or 1) // n_jobs)
-    progress = _Progress(len(todo))
-    if n_jobs == 1:
-        _init_worker(labeler_config, threads, labeler)
-        for i in todo:
-            _record(out, *_label_one(int(i), atoms_list[i], earlier.get(int(i), "")), counts,
-                    progress)
-        return counts
+    if calculators.get(labeler.level) != settings:
+        store.set_attrs(out, calculators={**calculators, labeler.level: settings})
+
+
+def _run_serial(out, jobs, labeler_config, labeler, n_jobs, threads, counts) -> None:
+    _init_worker(labeler_config, threads, labeler)
+    progress = _Progress(len(jobs))
+    for job in jobs:
+        _record(out, *_label_one(*job), counts, progress)
+
+
+def _run_pool(out, jobs, labeler_config, labeler, n_jobs, threads, counts) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # OpenMP runtimes do not survive fork reliably
+    progress, queue, running = _Progress(len(jobs)), list(jobs), {}
     with ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_init_pool_worker,
                              initargs=(labeler_config, threads)) as pool:
-        queue = list(todo)
-        running = {}
         while queue or running:
             while queue and len(running) < 2 * n_jobs:  # bounded submission
-                i = int(queue.pop(0))
-                running[pool.submit(_label_one, i, atoms_list[i], earlier.get(i, ""))] = i
+                running[pool.submit(_label_one, *queue.pop(0))] = True
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 running.pop(fut)
                 _record(out, *fut.result(), counts, progress)
-    return counts
+
+
+def failure_summary(path, top: int = 3) -> str:
+    """The most common failure reasons recorded in ``path`` (for a run's closing line)."""
+    from collections import Counter
+
+    try:
+        status = store.read_meta(path, "label_status").astype(str)
+    except DataError:
+        return "no failures recorded"
+    reasons = Counter(s.removeprefix("failed: ")[:160] for s in status if s.startswith("failed"))
+    return "; ".join(f"{n} x {r!r}" for r, n in reasons.most_common(top)) or "no failures recorded"
 
 
 def _init_pool_worker(labeler_config, threads):

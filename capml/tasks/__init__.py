@@ -11,6 +11,7 @@ TASKS = {
         "generate": "capml.tasks.generate",
         "force_constants": "capml.tasks.force_constants",
         "label": "capml.tasks.label",
+        "merge": "capml.tasks.merge",
         "split": "capml.tasks.split",
         "export_inputs": "capml.tasks.export_inputs",
         "enumerate": "capml.tasks.enumerate",
