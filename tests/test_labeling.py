@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +20,10 @@ from omegaconf import OmegaConf
 
 from capml import data as store
 from capml.calculators.labeling import label_file, pending_indices
+from capml.calculators.locking import FileLocked, exclusive, lock_path
+from capml.calculators.reference import LabelingFailed
 from capml.data import StructureSet
+from capml.tasks import dispatch
 
 EMT_CFG = {"_target_": "capml.calculators.reference.ase_calculator", "level": "emt",
            "calculator": {"_target_": "ase.calculators.emt.EMT", "_partial_": True}}
@@ -130,27 +137,79 @@ KILLABLE = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_killed_run_resumes_without_loss_or_recomputation(tmp_path, n_jobs):
+def test_killed_run_resumes_without_loss_or_recomputation(tmp_path, n_jobs, caplog):
     path = store.write(tmp_path / "cu.h5", copper_set(40, reps=(6, 6, 6)))
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(path), str(n_jobs)],
                             stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:  # wait until a few structures are recorded, then SIGKILL
         if line.startswith("[6/40]"):
+            # a second writer meanwhile is refused at once, naming the file and the holder
+            with pytest.raises(FileLocked, match=rf"{path} is being written by pid {proc.pid} "
+                                                 rf"on {socket.gethostname()} since "):
+                label_file(path, path, EMT_CFG)
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
     time.sleep(0.5)
+    assert json.loads(lock_path(path).read_text())["pid"] == proc.pid  # left by the crash
     done = store.read(path)
     ok = done.meta["label_status"] == "ok"
     assert 6 <= ok.sum() < 40
     energies = done.labels["energy"][ok].copy()
     seconds = done.meta["label_seconds"][ok].copy()
-    counts = label_file(path, path, EMT_CFG)
+    with caplog.at_level(logging.WARNING):
+        counts = label_file(path, path, EMT_CFG)  # takes over the dead job's lock
+    assert f"took over the stale lock of pid {proc.pid}" in caplog.text
+    assert not lock_path(path).exists()
     assert counts["skipped"] == ok.sum() and counts["ok"] == 40 - ok.sum()
     after = store.read(path)
     assert (after.meta["label_status"] == "ok").all()
     np.testing.assert_array_equal(after.labels["energy"][ok], energies)  # not recomputed
     np.testing.assert_array_equal(after.meta["label_seconds"][ok], seconds)
+
+
+def test_lock_held_elsewhere_or_unreadable_is_refused_and_file_untouched(tmp_path):
+    path = store.write(tmp_path / "cu.h5", copper_set(2))
+    before = path.read_bytes()
+    lock_path(path).write_text(json.dumps({"pid": 4242, "host": "node042",
+                                           "started": "2026-12-01T08:00:00", "command": "x"}))
+    with pytest.raises(FileLocked, match=r"by pid 4242 on node042 .* delete .*cu.h5.lock"):
+        label_file(path, path, EMT_CFG)  # another host: its pid cannot be checked from here
+    lock_path(path).write_text("{")
+    with pytest.raises(FileLocked, match="cu.h5.lock, which cannot be read"):
+        label_file(path, path, EMT_CFG)
+    assert path.read_bytes() == before
+    lock_path(path).unlink()
+    with exclusive(path, "test"):
+        assert json.loads(lock_path(path).read_text())["command"] == "test"
+    assert not lock_path(path).exists()
+
+
+def test_rerun_with_nothing_to_do_leaves_the_file_byte_for_byte(tmp_path):
+    path = store.write(tmp_path / "cu.h5", copper_set(3))
+    label_file(path, path, EMT_CFG, limit=2)
+    label_file(path, path, EMT_CFG)  # resume: settings attribute already there
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert label_file(path, path, EMT_CFG) == {"ok": 0, "failed": 0, "skipped": 3}
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_a_run_in_which_every_structure_fails_raises_with_a_summary(tmp_path, cfg_factory):
+    """EMT has no parameters for S: the Hydra task raises (the entry point exits 1)."""
+    atoms = copper_set(2).to_atoms()
+    for a in atoms:
+        a.symbols[0] = "S"
+    path = store.write(tmp_path / "s.h5", StructureSet.from_atoms(atoms))
+    cfg = cfg_factory("simulate", "task=label", "calculator=emt", f"task.input={path}")
+    with pytest.raises(LabelingFailed, match=r"s.h5: all 2 structures labeled in this run failed "
+                                             r"with calculator level 'emt': 2 x .*S"):
+        dispatch("simulate", cfg)
+    mixed = copper_set(3).to_atoms()
+    mixed[0].symbols[0] = "S"
+    path = store.write(tmp_path / "mixed.h5", StructureSet.from_atoms(mixed))
+    counts = dispatch("simulate", cfg_factory("simulate", "task=label", "calculator=emt",
+                                              f"task.input={path}"))
+    assert counts["ok"] == 2 and counts["failed"] == 1  # some succeed: a normal exit
 
 
 def test_gfn2_labels_a_parent_cell(system):
