@@ -8,12 +8,13 @@ from pathlib import Path
 
 import ase
 import numpy as np
+import pytest
 from ase.io import read as ase_read
 from ase.io.formats import open_with_compression
 
 from capml import data as store
 from capml.calculators.labeling import label_file
-from capml.data import StructureSet
+from capml.data import DataError, StructureSet
 from capml.tasks import dispatch
 from capml.tasks.export_inputs import kpoint_grid
 
@@ -128,3 +129,24 @@ def test_metal_and_truncated_runs_on_ingestion(tmp_path):
     status = data.meta["label_status"][1]
     assert status.startswith("failed: ") and "si/vasprun.xml: truncated" in status
     assert np.isnan(data.labels["energy"][1])
+
+
+def test_export_never_overwrites_finished_runs(cfg_factory, tmp_path, system):
+    atoms = [system.random_solid_solution(0.5, np.random.default_rng(i)) for i in range(2)]
+    for i, a in enumerate(atoms):
+        a.info["id"] = f"s{i}"
+    src = store.write(tmp_path / "in.h5", StructureSet.from_atoms(atoms))
+    cfg = cfg_factory("simulate", "task=export_inputs", f"task.input={src}")
+    folders = dispatch("simulate", cfg)
+    assert (folders[0].parent / "folders.txt").read_text() == "s0\ns1\n"  # for a job array
+    shutil.copy(RUNS / "si_supercell_vasprun.xml", folders[0] / "vasprun.xml")  # s0 has run
+    (folders[0] / "INCAR").write_text("as the user ran it\n")
+    dispatch("simulate", cfg)  # the same export again: the finished folder is left as is
+    assert (folders[0] / "INCAR").read_text() == "as the user ran it\n"
+    moved = [a.copy() for a in atoms]
+    moved[0].positions[0] += 0.1
+    src2 = store.write(tmp_path / "other.h5", StructureSet.from_atoms(moved))
+    with pytest.raises(DataError, match=r"s0: holds VASP output \(vasprun.xml\) of another"):
+        dispatch("simulate", cfg_factory("simulate", "task=export_inputs", f"task.input={src2}",
+                                         f"task.output_dir={folders[0].parent}"))
+    assert (folders[0] / "INCAR").read_text() == "as the user ran it\n"
