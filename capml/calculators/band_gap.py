@@ -1,11 +1,18 @@
 """Band gaps from eigenvalues and occupations (spin- and k-point aware).
 
-A gap exists only where the occupations separate cleanly: every level's occupation,
-as a fraction of its spin channel's full occupation, is within ``METAL_TOLERANCE`` of
-0 or of 1. Levels in between are partly filled at the Fermi level (a metal, or a
-smearing too wide for the gap), and the gap is then reported as 0 with ``metal`` set:
-0 is the physical gap of a metal, and the half-occupation rule this replaces turned
-smeared metals into false gaps (a Cr9S18 cell with 95 partly filled levels got 0.13 eV).
+The rule (occupations as fractions of a spin channel's full occupation):
+- clean: every level is within ``METAL_TOLERANCE`` (1e-2) of empty or full: the gap is
+  the lowest empty minus the highest full level over all spins and k-points;
+- smearing tails: some levels are partly occupied, but none holds between
+  ``TAIL_LIMIT`` (0.1) and 0.9, and every k-point of a spin channel has the same number
+  of more-than-half-filled bands: a semiconductor whose band edges lie within a few
+  smearing widths of the Fermi level (e.g. HSE with SIGMA = 0.2 eV); the gap is taken
+  between the more- and less-than-half-filled levels, and the note says so;
+- otherwise a metal: gap 0 with ``metal`` set (0 is a metal's physical gap; NaN would
+  read as "not computed"). Bands crossing the Fermi level change the filled-band count
+  between k-points, and a level near it is about half filled, so the half-occupation
+  rule this replaces turned smeared metals into false gaps (0.134 eV for a Cr9S18 cell
+  with 95 partly filled levels).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 
 METAL_TOLERANCE = 1e-2  # fraction of full occupation; Gaussian smearing of 0.05 eV
 # leaves ~1e-11 on the band edges of a 0.5 eV gap, so a clean gap is far below this
+TAIL_LIMIT = 0.1  # a level holding more than this (and less than 1 - this) sits at E_F
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class BandEdges:
     metal: bool
     n_partial: int  # levels partly occupied (between tolerance and 1 - tolerance)
     tolerance: float = METAL_TOLERANCE
+    tail_max: float = 0.0  # largest distance of a partly occupied level from empty or full
     vbm_eV: float = np.nan
     cbm_eV: float = np.nan
     vbm_index: tuple[int, int] = (-1, -1)  # (spin, k)
@@ -44,11 +53,17 @@ class BandEdges:
         """One line for a label note."""
         if self.metal:
             return (f"metal: {self.n_partial} levels partly occupied (more than {self.tolerance:g} "
-                    "from empty or full): a metal, or a smearing too wide for the gap; gap 0")
+                    "from empty or full) at the Fermi level; gap 0")
         if self.direct:
-            return f"direct gap {self.gap_eV:.4f} eV at k={_fmt(self.vbm_k, self.vbm_index)}"
-        return (f"indirect gap {self.gap_eV:.4f} eV: VBM at k={_fmt(self.vbm_k, self.vbm_index)}, "
-                f"CBM at k={_fmt(self.cbm_k, self.cbm_index)}; direct gap {self.direct_gap_eV:.4f} eV")
+            text = f"direct gap {self.gap_eV:.4f} eV at k={_fmt(self.vbm_k, self.vbm_index)}"
+        else:
+            text = (f"indirect gap {self.gap_eV:.4f} eV: VBM at k={_fmt(self.vbm_k, self.vbm_index)}"
+                    f", CBM at k={_fmt(self.cbm_k, self.cbm_index)}; direct gap "
+                    f"{self.direct_gap_eV:.4f} eV")
+        if self.n_partial:
+            text += (f"; across smearing tails: {self.n_partial} band-edge levels up to "
+                     f"{self.tail_max:.3f} from empty or full (a smaller SIGMA makes them clean)")
+        return text
 
 
 def band_edges(eigenvalues, occupations, full_occupation: float = 1.0, kpoints=None,
@@ -65,21 +80,25 @@ def band_edges(eigenvalues, occupations, full_occupation: float = 1.0, kpoints=N
     if e.ndim != 3 or e.shape != f.shape or e.size == 0:
         raise ValueError(f"eigenvalues {np.shape(eigenvalues)} and occupations "
                          f"{np.shape(occupations)} must have the same [spin, k, band] shape")
-    occupied = f >= 1 - tolerance  # Bloechl-corrected tetrahedra overshoot 1 slightly
-    empty = f <= tolerance
+    occupied = f > 0.5
     if occupied.all() or not occupied.any():
         raise ValueError(f"cannot define a gap: {'every' if occupied.all() else 'no'} level "
                          "is occupied (add empty bands, NBANDS, or check the occupations)")
-    n_partial = int((~occupied & ~empty).sum())
-    e_occ, e_emp = np.where(occupied, e, -np.inf), np.where(empty, e, np.inf)
+    partial = (f > tolerance) & (f < 1 - tolerance)
+    n_partial = int(partial.sum())
+    at_fermi = ((f >= TAIL_LIMIT) & (f <= 1 - TAIL_LIMIT)).any()
+    counts_vary = any(len(np.unique(c)) > 1 for c in occupied.sum(axis=2))
+    e_occ, e_emp = np.where(occupied, e, -np.inf), np.where(occupied, np.inf, e)
     vbm, cbm = np.unravel_index(e_occ.argmax(), e.shape), np.unravel_index(e_emp.argmin(), e.shape)
-    if n_partial or e_occ[vbm] >= e_emp[cbm]:
+    if (n_partial and (at_fermi or counts_vary)) or e_occ[vbm] >= e_emp[cbm]:
         return BandEdges(0.0, 0.0, True, n_partial, tolerance)
     direct = (e_emp.min(axis=(0, 2)) - e_occ.max(axis=(0, 2))).min()  # per k, over spins
     k = None if kpoints is None else np.asarray(kpoints, dtype=float)
+    tail = float(np.minimum(f, 1 - f)[partial].max()) if n_partial else 0.0
     return BandEdges(
         gap_eV=float(e_emp[cbm] - e_occ[vbm]), direct_gap_eV=float(direct), metal=False,
-        n_partial=0, tolerance=tolerance, vbm_eV=float(e_occ[vbm]), cbm_eV=float(e_emp[cbm]),
+        n_partial=n_partial, tolerance=tolerance, tail_max=tail,
+        vbm_eV=float(e_occ[vbm]), cbm_eV=float(e_emp[cbm]),
         vbm_index=(int(vbm[0]), int(vbm[1])), cbm_index=(int(cbm[0]), int(cbm[1])),
         vbm_k=None if k is None else tuple(float(v) for v in k[vbm[1]]),
         cbm_k=None if k is None else tuple(float(v) for v in k[cbm[1]]))
