@@ -67,6 +67,8 @@ def test_shards_partition_the_pending_rows(tmp_path):
 
 
 def test_merge_refuses_shards_that_disagree(tmp_path):
+    with pytest.raises(DataError, match=r"merge: .*none.h5 does not exist"):
+        merge(tmp_path / "none.h5", 2)
     main = store.write(tmp_path / "cu.h5", copper_set(4))
     with pytest.raises(DataError, match=r"missing shard files .*cu.shard-0-of-2.h5"):
         merge(main, 2)

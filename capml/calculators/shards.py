@@ -54,6 +54,9 @@ def merge(path, n_shards: int) -> dict:
     """
     path = Path(path)
     shards = [shard_path(path, i, n_shards) for i in range(n_shards)]
+    if not path.exists():
+        raise DataError(f"merge: {path} does not exist (shards label copies of task.input: "
+                        "merge into that file, or copy it here first)")
     missing = [str(s) for s in shards if not s.exists()]
     if missing:
         raise DataError(f"merge {path}: missing shard files {missing} (run those shards first)")
