@@ -22,12 +22,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from capml.data import StructureSet, write
+from capml.data.splits import SplitSettings, labeled
 from capml.training import mace_finetune as mf
 
 TINY = ["model.mace.hidden_irreps=8x0e", "model.mace.r_max=4.5", "model.mace.max_ell=1",
         "model.mace.correlation=2", "model.mace.num_interactions=1",
         "model.mace.radial_MLP=[16]", "model.mace.batch_size=4",
-        "model.valid_fraction=0.1", "model.test_fraction=0.2"]
+        "data.split.fractions=[0.7,0.1,0.2]"]
 STRONG_STRESS = ["model.mace.stress_weight=1000.0", "model.mace.swa_stress_weight=1000.0"]
 
 
@@ -61,7 +62,7 @@ def foundation(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("foundation")
     write(root / "emt.h5", cuau_set(30, 0, "emt", EMT()))
-    cfg = compose_cfg("train", ["model=mace", f"data.low_level={root / 'emt.h5'}",
+    cfg = compose_cfg("train_mace", [f"data.low_level={root / 'emt.h5'}",
                                 "calculator@model.e0s_calculator=emt", "model.name=tiny",
                                 "model.mace.max_num_epochs=10", "model.mace.start_swa=8",
                                 *TINY], root / "run")
@@ -79,7 +80,7 @@ def finetune_data(tmp_path_factory):
 def finetune(foundation, data, out, *overrides):
     from conftest import compose_cfg
 
-    cfg = compose_cfg("train", ["model=mace", f"data.low_level={data}",
+    cfg = compose_cfg("train_mace", [f"data.low_level={data}",
                                 f"model.foundation={foundation}", "model.name=ft",
                                 "model.mace.max_num_epochs=8", "model.mace.start_swa=6",
                                 "model.mace.lr=0.005", f"model.export_dir={out / 'export'}",
@@ -142,17 +143,20 @@ def test_stress_weight_changes_the_stress_error(foundation, finetune_data, finet
 def test_split_uses_the_stored_column_when_complete():
     data = cuau_set(10, 2, "emt", EMT())
     data.meta["split"] = np.array(["train"] * 6 + ["val"] * 2 + ["test"] * 2, dtype=object)
-    parts = mf.split_data(data, 0.05, 0.1, seed=0)
+    parts = mf.split_data(data, SplitSettings(fractions=(0.85, 0.05, 0.1)))
     assert [len(parts[k]) for k in ("train", "val", "test")] == [6, 2, 2]
     data.meta["split"][0] = "holdout"
     with pytest.raises(ValueError, match="holdout"):
-        mf.split_data(data, 0.05, 0.1, seed=0)
+        mf.split_data(data, SplitSettings())
+    data.meta["split"][0] = ""  # the GNN's policy: a partly stored split is refused
+    with pytest.raises(ValueError, match="set for 9 of 10"):
+        mf.split_data(data, SplitSettings(), "emt.h5")
 
 
 def test_split_is_seeded_and_complete():
     data = cuau_set(30, 3, "emt", EMT())
-    a = mf.split_data(data, 0.1, 0.2, seed=4)
-    b = mf.split_data(data, 0.1, 0.2, seed=4)
+    a = mf.split_data(data, SplitSettings(fractions=(0.7, 0.1, 0.2), seed=4))
+    b = mf.split_data(data, SplitSettings(fractions=(0.7, 0.1, 0.2), seed=4))
     assert [list(a[k].meta["id"]) for k in a] == [list(b[k].meta["id"]) for k in b]
     assert sum(len(p) for p in a.values()) == 30 and len(a["test"]) == 6
 
@@ -161,7 +165,7 @@ def test_labeled_keeps_only_ok_rows_with_finite_labels():
     data = cuau_set(4, 5, "emt", EMT())
     data.meta["label_status"][1] = "failed: SCF"
     data.labels["energy"][2] = np.nan
-    assert list(mf.labeled(data).meta["id"]) == ["emt-000", "emt-003"]
+    assert list(labeled(data).meta["id"]) == ["emt-000", "emt-003"]
 
 
 def test_average_e0s_refused_for_fixed_stoichiometry(system):
@@ -208,10 +212,10 @@ def test_e0s_choices_need_what_they_need():
 
 
 def test_requests_mace_would_ignore_are_refused(cfg_factory):
-    cfg = cfg_factory("train", "model=mace", "model.mace.loss=weighted")
+    cfg = cfg_factory("train_mace", "model.mace.loss=weighted")
     with pytest.raises(ValueError, match="stress_weight=10.0 has no effect"):
         mf.check_request(cfg.model)
-    cfg = cfg_factory("train", "model=mace", "model.foundation=/some/local.model",
+    cfg = cfg_factory("train_mace", "model.foundation=/some/local.model",
                       "model.multihead_finetuning=true")
     with pytest.raises(ValueError, match="pt_train_file"):
         mf.check_request(cfg.model)
@@ -228,7 +232,7 @@ def test_trainer_arguments():
 
 
 def test_verify_run_catches_silent_changes(cfg_factory):
-    cfg = cfg_factory("train", "model=mace", "model.foundation=/f.model")
+    cfg = cfg_factory("train_mace", "model.foundation=/f.model")
     log = ("INFO: Using foundation model /f.model as initial checkpoint.\n"
            "INFO: UniversalLoss(energy_weight=1.000, forces_weight=150.000, "
            "stress_weight=10.000)\n"
@@ -247,9 +251,9 @@ def test_verify_run_catches_silent_changes(cfg_factory):
 
 
 def test_wandb_logger_maps_to_mace_options(cfg_factory, tmp_path):
-    cfg = cfg_factory("train", "model=mace", "logger=wandb")
+    cfg = cfg_factory("train_mace", "logger=wandb")
     opts, env = mf.wandb_options(cfg.logger, tmp_path)
     assert opts["wandb"] is True and opts["wandb_project"] == cfg.logger.project
     assert opts["wandb_dir"] == str(tmp_path.resolve()) and env == {"WANDB_MODE": "offline"}
-    assert mf.wandb_options(cfg_factory("train", "model=mace", "logger=csv").logger,
+    assert mf.wandb_options(cfg_factory("train_mace", "logger=csv").logger,
                             tmp_path) == ({}, {})

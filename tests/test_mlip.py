@@ -111,7 +111,7 @@ def test_calculator_config_instantiates_a_labeler(cfg_factory, tiny_model, cuau)
     assert lab.level == "mace" and lab.properties == ("energy", "forces", "stress")
     labels, note = lab(cuau)
     direct = cuau.copy()
-    direct.calc = lab.build(**lab.settings)
+    direct.calc = lab.calculator()
     assert labels["energy"] == pytest.approx(direct.get_potential_energy(), abs=1e-10)
     assert labels["forces"].shape == (len(cuau), 3) and labels["stress"].shape == (6,)
     assert note == ""
@@ -135,7 +135,7 @@ def test_demo_potential_matches_gfn2_within_its_reported_error():
     reported = json.loads((DEMO / "mace_demo_metrics.json").read_text())["test"]["trained"]
     module = mace_models.load(DEMO / "mace_demo.model")
     assert sorted(mace_models.describe(module)["atomic_numbers"]) == [16, 35, 47, 53]
-    from capml.training.mace_finetune import labeled
+    from capml.data.splits import labeled
 
     data = labeled(read(DEMO / "low_gfn2.h5"))
     test_ids = set(record["ids"]["test"])

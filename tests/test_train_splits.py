@@ -116,3 +116,70 @@ def test_split_task_stores_a_seeded_stratified_split(cfg_factory, tmp_path, smal
     again = dispatch("simulate", cfg_factory("simulate", "task=split", f"task.input={path}",
                                              "seed=3"))
     assert list(again) == list(labels)
+
+
+def _meta_set(x, method, split=None) -> StructureSet:
+    """A StructureSet of one-atom cells carrying only the metadata a split needs."""
+    from ase import Atoms
+
+    atoms = []
+    for i, (xi, mi) in enumerate(zip(x, method)):
+        a = Atoms("Cu", cell=np.eye(3) * 3.0, pbc=True)
+        a.info.update(x=float(xi), method=str(mi), id=f"s{i:04d}")
+        if split is not None:
+            a.info["split"] = split[i]
+        atoms.append(a)
+    return StructureSet.from_atoms(atoms)
+
+
+def test_train_size_subsamples_train_only_deterministically_and_stratified():
+    from capml.data.splits import SplitSettings, resolve_split
+
+    x, method = _demo_like_meta()
+    data = _meta_set(x, method)
+    full, source = resolve_split(data, SplitSettings(seed=5))
+    a, _ = resolve_split(data, SplitSettings(seed=5, train_size=100))
+    b, _ = resolve_split(data, SplitSettings(seed=5, train_size=100))
+    assert source == "computed" and np.array_equal(a, b)  # deterministic
+    assert np.sum(a == "train") == 100 and np.sum(full == "train") > 500
+    kept = a == "train"
+    assert np.all(full[kept] == "train")  # a subset of the train split
+    for split in ("val", "test"):  # val and test identical
+        assert np.array_equal(a == split, full == split)
+    assert set(a[(full == "train") & ~kept]) == {"unused"}
+    # stratified like the split: every (x, method) stratum keeps its share to within one
+    train = full == "train"
+    for key in {(xi, mi) for xi, mi in zip(x, method)}:
+        sel = train & (x == key[0]) & (method == key[1])
+        assert abs(np.sum(kept & sel) - 100 * sel.sum() / train.sum()) < 1.0
+    other, _ = resolve_split(data, SplitSettings(seed=6, train_size=100))
+    assert not np.array_equal(other == "train", (full == "train") & kept)
+    with pytest.raises(ValueError, match="train_size=9999 exceeds"):
+        resolve_split(data, SplitSettings(seed=5, train_size=9999))
+    with pytest.raises(ValueError, match="train_size=0"):
+        SplitSettings(train_size=0)
+
+
+def test_stored_split_is_used_whole_or_refused_when_partial():
+    from capml.data.splits import SplitSettings, resolve_split
+
+    x, method = np.zeros(6), np.array(["phonon"] * 6, dtype=object)
+    stored = ["train", "train", "train", "train", "val", "test"]
+    labels, source = resolve_split(_meta_set(x, method, stored), SplitSettings(), "a.h5")
+    assert source == "stored" and list(labels) == stored
+    kept, _ = resolve_split(_meta_set(x, method, stored), SplitSettings(train_size=2))
+    assert list(kept[4:]) == ["val", "test"] and np.sum(kept == "train") == 2
+    partial = _meta_set(x, method, stored[:5] + [""])
+    with pytest.raises(store.DataError, match="a.h5: meta/split is set for 5 of 6"):
+        resolve_split(partial, SplitSettings(), "a.h5")
+    labels, source = resolve_split(partial, SplitSettings(use_stored=False))
+    assert source == "computed"
+
+
+def test_train_size_is_a_data_split_key_of_both_trainings(cfg_factory):
+    from capml.data.splits import SplitSettings
+
+    for entry in ("train", "train_mace"):
+        cfg = cfg_factory(entry, "data.split.train_size=50")
+        assert SplitSettings.from_config(cfg.data.split).train_size == 50
+    assert cfg_factory("train_mace").data.split.fractions == [0.85, 0.05, 0.1]

@@ -7,10 +7,17 @@ grouped (every member of a group lands in the same split, e.g. all cells with
 one halide ordering, see ``ordering_groups``). ``write_splits`` stores the
 result as the ``meta/split`` column of an HDF5 data set, so that every training
 run on that file uses the same split.
+
+``resolve_split`` is the one training-data policy of the GNN and MACE training
+(the ``data.split`` config block, ``SplitSettings``): the stored split when every
+used row has one, an error when only some have one, else ``assign_splits``; with
+``train_size`` the train split is then subsampled (seeded, stratified) for
+learning curves, val and test untouched.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +26,35 @@ from capml.data.store import read, read_meta, update_rows
 from capml.data.structure_set import DataError, StructureSet
 
 SPLITS = ("train", "val", "test")
+UNUSED = "unused"  # a train row left out by ``train_size``
+GROUP_BY = (None, "ordering")
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The ``data.split`` config block (see ``resolve_split``)."""
+
+    use_stored: bool = True
+    fractions: tuple = (0.8, 0.1, 0.1)  # train, val, test
+    seed: int = 0
+    group_by: str | None = None  # None | "ordering"
+    train_size: int | None = None  # structures kept of the train split (None: all)
+
+    def __post_init__(self):
+        if self.group_by not in GROUP_BY:
+            raise ValueError(f"data.split.group_by={self.group_by!r}: expected null or "
+                             "'ordering'")
+        if self.train_size is not None and int(self.train_size) < 1:
+            raise ValueError(f"data.split.train_size={self.train_size}: expected a number of "
+                             "structures >= 1, or null for the whole train split")
+
+    @classmethod
+    def from_config(cls, cfg) -> SplitSettings:
+        size = cfg.get("train_size")
+        return cls(use_stored=bool(cfg.get("use_stored", True)),
+                   fractions=tuple(float(f) for f in cfg.get("fractions", (0.8, 0.1, 0.1))),
+                   seed=int(cfg.get("seed", 0)), group_by=cfg.get("group_by"),
+                   train_size=None if size is None else int(size))
 
 
 def assign_splits(x, method, seed: int, fractions=(0.8, 0.1, 0.1), groups=None) -> np.ndarray:
@@ -61,6 +97,72 @@ def assign_splits(x, method, seed: int, fractions=(0.8, 0.1, 0.1), groups=None) 
         carry += quota - counts
         unit_split[members] = np.repeat(np.arange(3), counts)
     return np.array(SPLITS, dtype=object)[unit_split[unit_of_row]]
+
+
+def labeled(data: StructureSet, keys=("energy", "forces", "stress")) -> StructureSet:
+    """Rows with label_status 'ok' (when the column exists) and finite ``keys`` labels
+    (the training and test data of an interatomic potential)."""
+    ok = np.ones(len(data), bool)
+    for key in keys:
+        ok &= data.has_label(key)
+    if "label_status" in data.meta:
+        ok &= data.meta["label_status"] == "ok"
+    return data.subset(np.flatnonzero(ok))
+
+
+def resolve_split(data: StructureSet, settings: SplitSettings, path="data",
+                  system=None) -> tuple[np.ndarray, str]:
+    """Split label per row of ``data`` ("train" | "val" | "test" | "unused") and where it
+    came from ("stored" | "computed"). ``path`` names the file in errors; ``system`` is
+    needed for ``group_by="ordering"``."""
+    stored = data.meta.get("split")
+    labels = None
+    if settings.use_stored and stored is not None:
+        stored = np.asarray(stored, dtype=object)
+        bad = sorted(set(stored) - set(SPLITS) - {""})
+        if bad:
+            raise DataError(f"{path}: meta/split holds {bad}; expected {SPLITS} (or '' for none)")
+        have = stored != ""
+        if have.all():
+            labels, source = stored, "stored"
+        elif have.any():
+            raise DataError(f"{path}: meta/split is set for {int(have.sum())} of {len(have)} "
+                            "labeled structures; store a split for all rows (python simulate.py "
+                            "task=split) or set data.split.use_stored=false")
+    if labels is None:
+        groups = None
+        if settings.group_by == "ordering":
+            if system is None:
+                raise ValueError("data.split.group_by=ordering needs the system config")
+            groups = ordering_groups(data, system)
+        labels, source = assign_splits(data.meta["x"], data.meta["method"], settings.seed,
+                                       settings.fractions, groups), "computed"
+    if settings.train_size is not None:
+        labels = subsample_train(labels, data.meta["x"], data.meta["method"],
+                                 settings.train_size, settings.seed, path)
+    return labels, source
+
+
+def subsample_train(labels, x, method, size: int, seed: int, path="data") -> np.ndarray:
+    """``labels`` with all but ``size`` train rows relabeled "unused": the kept rows are
+    drawn per stratum (x, method) in proportion to its share of the train split (largest
+    remainders, ties broken at random), seeded by ``seed``; val/test rows unchanged."""
+    labels = np.asarray(labels, dtype=object).copy()
+    train = np.flatnonzero(labels == "train")
+    if size > len(train):
+        raise ValueError(f"{path}: data.split.train_size={size} exceeds the {len(train)} "
+                         "structures of the train split")
+    rng = np.random.default_rng([int(seed), int(size)])
+    stratum = np.array([f"{round(float(x[i]), 6)}|{method[i]}" for i in train], dtype=object)
+    names, sizes = np.unique(stratum, return_counts=True)
+    quota = size * sizes / len(train)
+    counts = np.floor(quota).astype(np.int64)
+    extra = np.argsort(-(quota - counts + rng.uniform(0, 1e-9, len(names))))[:size - counts.sum()]
+    counts[extra] += 1
+    keep = np.concatenate([rng.choice(train[stratum == name], k, replace=False)
+                           for name, k in zip(names, counts)])
+    labels[np.setdiff1d(train, keep)] = UNUSED
+    return labels
 
 
 def ordering_groups(data: StructureSet, system) -> np.ndarray:

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from capml.analysis import mlip_parity as parity_analysis
 from capml.calculators.mlip import mlip
 from capml.data import read
+from capml.data.splits import labeled
 from capml.models.mace import looks_like_path
 from capml.simulation.forces import evaluator_factory, make_evaluator
 from capml.simulation.phonons import force_constants
@@ -39,7 +40,6 @@ from capml.simulation.phonopy_io import (
     to_ase_atoms,
 )
 from capml.structures import System
-from capml.training.mace_finetune import labeled
 
 log = logging.getLogger(__name__)
 

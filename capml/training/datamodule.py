@@ -1,9 +1,9 @@
 """LightningDataModule over one HDF5 data set: labeled rows, splits, graphs, scalers.
 
 Only structures with a finite band gap are used (labeling may be in progress;
-the number dropped is logged). Splits come from the file's ``meta/split`` column
-when every used row has one, else ``assign_splits`` computes seeded ones
-(optionally grouped by halide ordering). Node, edge and target scalers are
+the number dropped is logged). Splits follow ``capml.data.splits.resolve_split``
+(the file's ``meta/split``, else seeded stratified ones, optionally grouped by
+halide ordering; ``train_size`` subsamples the train split). Node, edge and target scalers are
 fitted on the training split only, unless given (fine-tuning keeps the feature
 scalers of its pretrained model, and optionally the target scaler).
 """
@@ -20,8 +20,8 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from capml import data as store
-from capml.data import DataError, StructureSet
-from capml.data.splits import SPLITS, assign_splits, ordering_groups
+from capml.data import DataError
+from capml.data.splits import SPLITS, UNUSED, SplitSettings, resolve_split
 from capml.graphs import GraphDataset, MinMaxScaler, cached_edges, node_features
 
 log = logging.getLogger(__name__)
@@ -63,32 +63,8 @@ class Scalers:
                 "target": self.target.to_dict()}
 
     @classmethod
-    def from_dict(cls, d) -> "Scalers":
+    def from_dict(cls, d) -> Scalers:
         return cls(*(MinMaxScaler.from_dict(d[k]) for k in ("node", "edge", "target")))
-
-
-def split_labels(data: StructureSet, path, split_cfg, system=None) -> tuple[np.ndarray, str]:
-    """Split label per row of ``data`` and where it came from ("stored" | "computed")."""
-    stored = data.meta.get("split")
-    if split_cfg.get("use_stored", True) and stored is not None:
-        have = np.isin(stored, SPLITS)
-        if have.all():
-            return np.asarray(stored, dtype=object), "stored"
-        if have.any():
-            raise DataError(f"{path}: meta/split is set for {int(have.sum())} of {len(have)} "
-                            "labeled structures; store a split for all rows (capml.data.splits."
-                            "write_splits) or set data.split.use_stored=false")
-    group_by = split_cfg.get("group_by")
-    groups = None
-    if group_by == "ordering":
-        if system is None:
-            raise ValueError("data.split.group_by=ordering needs the system config")
-        groups = ordering_groups(data, system)
-    elif group_by is not None:
-        raise ValueError(f"data.split.group_by={group_by!r}: expected null or 'ordering'")
-    labels = assign_splits(data.meta["x"], data.meta["method"], int(split_cfg.seed),
-                           tuple(split_cfg.fractions), groups)
-    return labels, "computed"
 
 
 class BandGapDataModule(pl.LightningDataModule):
@@ -103,7 +79,8 @@ class BandGapDataModule(pl.LightningDataModule):
         self.table = np.asarray(element_table, dtype=float)
         self.cutoff = float(cutoff)
         self.batch_size = int(batch_size)
-        self.split_cfg = split
+        self.split_settings = split if isinstance(split, SplitSettings) else \
+            SplitSettings.from_config(split or {})
         self.num_workers = int(num_workers)
         self.graph_cache = bool(graph_cache)
         self.min_labeled = int(min_labeled)
@@ -126,13 +103,16 @@ class BandGapDataModule(pl.LightningDataModule):
         rows = np.flatnonzero(labeled)
         data = everything.subset(rows)
         edges = cached_edges(self.path, everything, self.cutoff, self.graph_cache).subset(rows)
-        labels, source = split_labels(data, self.path, self.split_cfg, self.system)
+        labels, source = resolve_split(data, self.split_settings, self.path, self.system)
         counts = {s: int(np.sum(labels == s)) for s in SPLITS}
         for s in SPLITS:
             if counts[s] == 0:
                 raise DataError(f"{self.path}: the {source} split leaves '{s}' empty "
                                 f"({counts}); label more structures")
-        log.info("%s: %s split %s", self.path, source, counts)
+        n_unused = int(np.sum(labels == UNUSED))
+        log.info("%s: %s split %s%s", self.path, source, counts,
+                 f", {n_unused} train structures left out (data.split.train_size)"
+                 if n_unused else "")
         self.split_source = source
         self.scalers = self._scalers(data, edges, labels == "train")
         x = self.scalers.node.transform(node_features(data.numbers, self.table))

@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from capml.data import StructureSet, read, read_attrs
 from capml.data.interchange import write_extxyz
-from capml.data.splits import SPLITS, assign_splits
+from capml.data.splits import SPLITS, SplitSettings, labeled, resolve_split
 from capml.utils.torch_compat import import_mace
 
 log = logging.getLogger(__name__)
@@ -56,37 +56,18 @@ _MULTIHEAD_LINE = "Using multiheads finetuning mode"
 
 
 # ------------------------------------------------------------------------ data
-def labeled(data: StructureSet) -> StructureSet:
-    """Rows with label_status 'ok' (when the column exists) and finite energy, forces and
-    stress."""
-    ok = data.has_label("energy") & data.has_label("forces") & data.has_label("stress")
-    if "label_status" in data.meta:
-        ok &= data.meta["label_status"] == "ok"
-    return data.subset(np.flatnonzero(ok))
-
-
-def split_data(data: StructureSet, valid_fraction: float, test_fraction: float,
-               seed: int) -> dict[str, StructureSet]:
-    """Train/val/test parts: the file's stored ``split`` when every row has one, else
-    ``capml.data.splits.assign_splits`` (seeded, stratified by composition and method)."""
-    stored = data.meta.get("split")
-    if stored is not None and np.all(stored != ""):
-        bad = set(stored) - set(SPLITS)
-        if bad:
-            raise ValueError(f"data column 'split' holds {sorted(bad)}; expected {SPLITS}")
-        split = stored
-    else:
-        fractions = (1.0 - valid_fraction - test_fraction, valid_fraction, test_fraction)
-        n = len(data)
-        split = assign_splits(data.meta.get("x", np.full(n, np.nan)),
-                              data.meta.get("method", np.full(n, "", dtype=object)),
-                              seed, fractions)
+def split_data(data: StructureSet, settings: SplitSettings, path="data"
+               ) -> dict[str, StructureSet]:
+    """Train/val/test parts by ``capml.data.splits.resolve_split`` (the ``data.split``
+    policy the GNN uses too); the test part may be empty, train and val may not."""
+    split, source = resolve_split(data, settings, path)
     parts = {name: data.subset(np.flatnonzero(split == name)) for name in SPLITS}
     for name in ("train", "val"):
         if len(parts[name]) == 0:
-            raise ValueError(f"the '{name}' split is empty ({len(data)} labeled structures, "
-                             f"valid_fraction={valid_fraction}, test_fraction={test_fraction}):"
-                             " label more structures or change the fractions")
+            raise ValueError(f"{path}: the {source} '{name}' split is empty ({len(data)} "
+                             f"labeled structures, data.split.fractions="
+                             f"{list(settings.fractions)}): label more structures or change "
+                             "the fractions")
     return parts
 
 
@@ -302,8 +283,7 @@ def run(cfg: DictConfig) -> float:
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such data file (cfg.data.low_level)")
     data = labeled(read(source))
-    parts = split_data(data, float(mcfg.valid_fraction), float(mcfg.test_fraction),
-                       int(cfg.seed))
+    parts = split_data(data, SplitSettings.from_config(cfg.data.split), source)
     log.info("%s: %d labeled structures -> train %d, valid %d, test %d", source, len(data),
              *(len(parts[k]) for k in SPLITS))
     files = {k: write_extxyz(work / f"{k}.xyz", for_mace(parts[k]))
