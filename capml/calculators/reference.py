@@ -222,9 +222,6 @@ class VaspRunLabeler(Labeler):
             raise LabelingFailed(str(err)) from err
         return self._labels(run, inverse), run.info["label_note"]
 
-    def _compute(self, atoms: Atoms, overrides: dict) -> dict:
-        return self(atoms)[0]
-
     def _read_run(self, atoms: Atoms) -> tuple[Atoms, np.ndarray]:
         """The run of ``atoms`` and the permutation from its atom order to the data set's."""
         import json
