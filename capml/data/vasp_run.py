@@ -55,8 +55,10 @@ class VaspRun:
         out = []
         if not self.scf_steps:
             out.append("no ionic step finished")
-        elif self.self_consistent and self.scf_steps[-1] >= self.nelm:
-            out.append(f"SCF not converged: the last ionic step used all NELM = {self.nelm} "
+        elif self.scf_steps[-1] >= self.nelm:  # also for fixed-density runs: their
+            # eigenvalues converge iteratively too
+            kind = "SCF" if self.self_consistent else "non-self-consistent diagonalisation"
+            out.append(f"{kind} not converged: the last ionic step used all NELM = {self.nelm} "
                        "electronic steps")
         if self.self_consistent and not self.has_final_energy:
             out.append("no final energy")
