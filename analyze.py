@@ -1,16 +1,25 @@
 """Analyses of data sets, models, phonons and MD. Usage: python analyze.py task=<name> ..."""
 
 import os
+import sys
 
 import hydra
 
+from capml.utils import cli_help
+
 os.environ.setdefault("CAPML_ROOT", os.path.dirname(os.path.abspath(__file__)))
+cli_help.register()  # the task list of --help
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="analyze")
 def main(cfg):
     from capml.tasks import dispatch
+    from capml.utils.validation import ConfigError, check_entry
 
+    try:
+        check_entry(cfg, "analyze")
+    except ConfigError as err:
+        sys.exit(f"analyze.py: {err}")
     return dispatch("analyze", cfg)
 
 

@@ -1,6 +1,7 @@
 """Model training. Usage: python train.py [model=gnn|gnn_paper|mace] [stage=...] [-m sweep=...]"""
 
 import os
+import sys
 
 import hydra
 
@@ -9,6 +10,12 @@ os.environ.setdefault("CAPML_ROOT", os.path.dirname(os.path.abspath(__file__)))
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg):
+    from capml.utils.validation import ConfigError, check_entry
+
+    try:
+        check_entry(cfg, "train")
+    except ConfigError as err:
+        sys.exit(f"train.py: {err}")
     if cfg.model.get("kind") == "mace":
         from capml.training import mace_finetune
 

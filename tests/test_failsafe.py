@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pytorch_lightning import Callback
 
 from capml import data as store
 
@@ -121,3 +122,171 @@ def test_full_disk_write_and_label_raise_named_errors_and_leave_no_temp_files(tm
     if what == "update_rows":  # the file is unchanged and readable
         kept = store.read(tmp_path / "set.h5")
         assert len(kept) == 10 and "forces" not in kept.labels
+
+
+# ------------------------------------------------------------------ training
+class StopAfterEpoch(Callback):
+    """Stands in for a kill: raises at the end of epoch ``epoch`` (after its checkpoints)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"killed after epoch {self.epoch}")
+
+
+@pytest.fixture(scope="module")
+def cells(request, tmp_path_factory):
+    from test_gnn_data import labeled_file
+
+    return labeled_file(request.config.cache.mkdir("capml-gnn"),
+                        tmp_path_factory.mktemp("gnn") / "cells.h5")
+
+
+def pretrain_cfg(cfg_factory, cells, *overrides):
+    return cfg_factory("train", f"data.low_level={cells}", f"data.high_level={cells}",
+                       "data.min_labeled=5", "logger=csv", "stage=pretrain",
+                       "stage.steps.pretrain.max_epochs=6", "callbacks.early_stopping=null",
+                       *overrides)
+
+
+def epochs_logged(step_dir: Path, version: int) -> list[int]:
+    import pandas as pd
+
+    log = pd.read_csv(step_dir / f"version_{version}" / "metrics.csv")
+    return sorted(int(e) for e in log.dropna(subset=["val/mae"])["epoch"].unique())
+
+
+def test_killed_training_resumes_from_last_checkpoint_and_reruns_skip(cfg_factory, cells,
+                                                                       tmp_path):
+    import torch
+
+    from capml.training.run import run
+
+    killed = pretrain_cfg(cfg_factory, cells,
+                          "+callbacks.kill._target_=test_failsafe.StopAfterEpoch",
+                          "+callbacks.kill.epoch=2")
+    with pytest.raises(RuntimeError, match="killed after epoch 2"):
+        run(killed)
+    step = tmp_path / "pretrain"
+    assert not (step / "metrics.json").exists()
+    # the kill came before epoch 2 was checkpointed: last.ckpt holds epoch 1
+    assert torch.load(step / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+    run(pretrain_cfg(cfg_factory, cells))  # the same command again, same run directory
+    assert epochs_logged(step, 0) == [0, 1, 2] and epochs_logged(step, 1) == [2, 3, 4, 5]
+    assert sorted(p.name for p in (step / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    result = (step / "metrics.json").read_text()
+    best = torch.load(step / "checkpoints" / "best.ckpt", weights_only=False)
+    monitor = next(v for k, v in best["callbacks"].items() if "ModelCheckpoint" in k)
+    assert monitor["best_model_path"] == str(step / "checkpoints" / "best.ckpt")
+    import pandas as pd
+
+    val = pd.concat([pd.read_csv(step / f"version_{v}" / "metrics.csv") for v in (0, 1)])
+    val = val.dropna(subset=["val/mae"])
+    assert float(monitor["best_model_score"]) == pytest.approx(val["val/mae"].min(), rel=1e-6)
+    assert best["epoch"] == int(val.loc[val["val/mae"].idxmin(), "epoch"])
+    stamp = (step / "checkpoints" / "best.ckpt").stat().st_mtime_ns
+    run(pretrain_cfg(cfg_factory, cells))  # finished: nothing is retrained or rewritten
+    assert not (step / "version_2").exists()
+    assert (step / "checkpoints" / "best.ckpt").stat().st_mtime_ns == stamp
+    assert (step / "metrics.json").read_text() == result
+    with pytest.raises(ValueError, match="other settings"):
+        run(pretrain_cfg(cfg_factory, cells, "model.lr=0.05"))
+
+
+def test_fresh_start_removes_stale_checkpoints(cfg_factory, cells, tmp_path):
+    """A run killed before its first last.ckpt left only best files: they go."""
+    from capml.training.run import run
+
+    ckpts = tmp_path / "pretrain" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name in ("best.ckpt", "best-v1.ckpt"):
+        (ckpts / name).write_bytes(b"stale")
+    run(pretrain_cfg(cfg_factory, cells, "stage.steps.pretrain.max_epochs=2"))
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert (ckpts / "best.ckpt").read_bytes() != b"stale"
+
+
+# --------------------------------------------------------------- config values
+@pytest.mark.parametrize("overrides,named", [
+    (["stage.steps.pretrain.max_epochs=0"], ("stage.steps.pretrain.max_epochs = 0: expected an "
+                                            "integer >= 1")),
+    (["stage.steps.pretrain.max_epochs=-1"], "max_epochs = -1"),
+    (["model.lr=0"], "model.lr = 0: expected a learning rate > 0"),
+    (["stage.steps.pretrain.lr=-1e-3"], "stage.steps.pretrain.lr = -0.001"),
+    (["stage.optimize=bogus"], ("stage.optimize = 'bogus': expected the name of a step of stage "
+                               "'pretrain': one of ['pretrain']")),
+    (["model.dropout=1.0"], "model.dropout = 1.0"),
+])
+def test_nonsense_training_values_fail_before_any_data_is_read(cfg_factory, tmp_path,
+                                                               overrides, named):
+    from capml.training.run import run
+    from capml.utils.validation import ConfigError
+
+    missing = tmp_path / "nowhere.h5"  # reading it would fail: validation must come first
+    cfg = cfg_factory("train", "stage=pretrain", f"data.low_level={missing}", *overrides)
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    assert named in str(err.value)
+    assert not (tmp_path / "pretrain").exists()
+
+
+def test_every_shipped_config_passes_validation(cfg_factory):
+    from capml.utils.validation import check
+
+    for name in ("two_stage", "pretrain", "finetune", "scratch", "paper"):
+        check(cfg_factory("train", f"stage={name}", "stage.steps.finetune.init_from=null"
+                          if name == "finetune" else "seed=0"), "train")
+    check(cfg_factory("train", "model=mace"), "train")
+    for experiment in sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml")):
+        entry = "analyze" if experiment.endswith("analysis") else "simulate"
+        check(cfg_factory(entry, f"experiment={experiment}"), entry)
+    for task in ("generate", "md", "phonons", "enumerate", "relax"):
+        check(cfg_factory("simulate", f"task={task}"), "simulate")
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["task=md", "task.timestep_fs=0"], "task.timestep_fs = 0: expected a time step > 0"),
+    (["task=md", "task.stride=0"], "task.stride = 0"),
+    (["task=generate", "system.x=0.3"], ("x = 0.3 is not realisable with the 8 X sites of the "
+                                        "supercell (x = k/8): nearest x = 0.25 (2/8) and "
+                                        "x = 0.375 (3/8)")),
+    (["task=generate", "task.compositions=[0.5,0.77]"], "task.compositions: x = 0.77"),
+    (["task=generate", "system.x=1.5"], "x = 1.5: expected 0 <= x <= 1"),
+])
+def test_nonsense_simulation_values_are_refused(cfg_factory, overrides, named):
+    from capml.utils.validation import ConfigError, check
+
+    with pytest.raises(ConfigError) as err:
+        check(cfg_factory("simulate", *overrides), "simulate")
+    assert named in str(err.value)
+
+
+def test_round_x_is_explicit(cfg_factory, system):
+    from capml.utils.validation import check
+
+    check(cfg_factory("simulate", "task=generate", "system.x=0.3", "round_x=true"), "simulate")
+    assert system.realisable(0.375) == 0.375
+
+
+def test_cli_refuses_before_compute_and_help_lists_tasks(tmp_path):
+    """The entry points: a bad value exits 1 with the message (no traceback, no output);
+    --help of each names every task and gives examples."""
+    from capml.tasks import TASKS
+
+    def cli(script, *args):
+        return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
+                              text=True, check=False, timeout=120)
+
+    bad = cli("simulate.py", "task=md", "task.timestep_fs=0", f"hydra.run.dir={tmp_path}/md")
+    assert bad.returncode == 1 and "task.timestep_fs = 0" in bad.stderr
+    assert "Traceback" not in bad.stderr and not list((tmp_path / "md").glob("*.h5"))
+    for entry in ("simulate", "analyze", "train"):
+        shown = cli(f"{entry}.py", "--help")
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+        assert "Examples:" in shown.stdout and f"python {entry}.py" in shown.stdout
+        for task in TASKS.get(entry, ()):
+            assert f"  {task} " in shown.stdout, f"{entry}.py --help does not list {task}"
+    none = cli("analyze.py", f"hydra.run.dir={tmp_path}/none")
+    assert none.returncode == 1 and "no task chosen: give task=<name>" in none.stderr

@@ -32,7 +32,7 @@ class System:
     supercell: np.ndarray  # [3,3] integer supercell matrix
 
     @classmethod
-    def from_config(cls, cfg) -> "System":
+    def from_config(cls, cfg) -> System:
         """Build from a mapping with keys name, sites, substitution, end_members, supercell."""
         try:
             sites = list(cfg["sites"])
@@ -93,15 +93,29 @@ class System:
         """Indices of the substituted sublattice in a cell built by this System."""
         return np.flatnonzero(atoms.get_array("site_label") == self.sublattice)
 
+    def realisable(self, x: float) -> float:
+        """``x`` if the supercell realises it exactly (k / n_sites), else SystemConfigError
+        naming the two nearest realisable compositions."""
+        _check_x(x)
+        n = self.n_sublattice_sites
+        k = float(x) * n
+        if abs(k - round(k)) < 1e-6:
+            return float(x)
+        lo, hi = int(np.floor(k)), int(np.ceil(k))
+        raise SystemConfigError(
+            f"x = {x} is not realisable with the {n} {self.sublattice} sites of the supercell "
+            f"(x = k/{n}): nearest x = {lo / n:g} ({lo}/{n}) and x = {hi / n:g} ({hi}/{n}); "
+            "use one of them, or round_x=true to round to the nearest")
+
     def n_substituted(self, x: float) -> int:
         """Exact number of dopant sites for x in the supercell: round(x * n_sites)."""
         _check_x(x)
         n_sites = int(np.sum(np.array(self.site_labels) == self.sublattice)) * self.n_cells
-        return int(round(x * n_sites))
+        return round(x * n_sites)
 
     @property
     def n_cells(self) -> int:
-        return int(round(abs(np.linalg.det(self.supercell))))
+        return round(abs(np.linalg.det(self.supercell)))
 
     @property
     def n_sublattice_sites(self) -> int:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from capml.data import DataError
 from capml.training.stages import StepResult, run_steps
+from capml.utils.validation import check
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def verdict(results: dict[str, StepResult]) -> str | None:
 def run(cfg: DictConfig) -> float:
     """Train every step of ``cfg.stage``; return ``cfg.optimized_metric`` of the step
     ``cfg.stage.optimize``."""
+    check(cfg, "train")  # bad values fail here, before any data is read
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     out = Path(cfg.paths.output_dir)
@@ -66,9 +68,6 @@ def run(cfg: DictConfig) -> float:
     table.to_csv(out / "metrics.csv", index=False)
     text = verdict(results)
     objective_step = str(cfg.stage.optimize)
-    if objective_step not in results:
-        raise ValueError(f"stage.optimize={objective_step!r} is not a step of this stage "
-                         f"({list(results)})")
     value = float(results[objective_step].metrics[str(cfg.optimized_metric)])
     _write_metrics(out, cfg, "ok", value, results, text)
     if cfg.model.get("export"):
@@ -125,7 +124,7 @@ def objective(cfg: DictConfig) -> float:
         value = run(cfg)
     except (DataError, FileNotFoundError):
         raise
-    except Exception as err:  # noqa: BLE001 - any trial failure is a bad point for the sweeper
+    except Exception as err:  # any trial failure is a bad point for the sweeper
         if not multirun:
             raise
         log.exception("trial failed; returning inf to the sweeper")

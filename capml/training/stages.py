@@ -6,14 +6,22 @@ it trains on the data file ``cfg.data[level]``, starting from random weights
 or from a checkpoint file. A fine-tuned step keeps the node/edge feature
 scalers and the architecture of its starting checkpoint; ``target_scaler``
 ``refit`` fits the gap scaler on the new training split, ``keep`` reuses the old one.
-Each step writes into ``<output_dir>/<step>/``: checkpoints/best.ckpt,
-predictions.csv, parity_{train,test}.png, errors.png, metrics.json.
+Each step writes into ``<output_dir>/<step>/``: checkpoints/best.ckpt (and last.ckpt),
+predictions.csv, parity_{train,test}.png, errors.png, and metrics.json last.
+
+Rerunning in the same output directory skips the steps whose metrics.json exists and
+resumes a killed step from its checkpoints/last.ckpt (Lightning's ``ckpt_path``:
+weights, optimizer, epoch, best-checkpoint and early-stopping state). A step directory
+remembers a hash of the settings it was trained with and refuses to be reused by a
+run with other settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,8 +90,57 @@ def run_steps(cfg: DictConfig) -> dict[str, StepResult]:
     out = Path(cfg.paths.output_dir)
     results: dict[str, StepResult] = {}
     for name, step in cfg.stage.steps.items():
-        results[name] = run_step(cfg, name, step, out, results)
+        results[name] = finished_step(cfg, name, step, out) or run_step(cfg, name, step, out,
+                                                                      results)
     return results
+
+
+def settings_hash(cfg, step) -> str:
+    """Hash of what a step learns from (model, data, seed, step settings); not of where it
+    is written, nor of callbacks and trainer settings, which a resumed run may change."""
+    doc = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key])
+           else cfg[key] for key in ("model", "data", "seed")}
+    doc["step"] = OmegaConf.to_container(step, resolve=True)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def claim_step_dir(step_dir: Path, digest: str) -> None:
+    """Record the settings hash of ``step_dir``; refuse one trained with other settings."""
+    marker = step_dir / "settings.sha256"
+    if marker.exists() and marker.read_text().strip() != digest:
+        raise ValueError(f"{step_dir}: holds a training step run with other settings "
+                         f"(hash {marker.read_text().strip()[:12]}, this run {digest[:12]}); "
+                         "use another hydra.run.dir, or delete that directory to retrain")
+    step_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(digest)
+
+
+def finished_step(cfg, name: str, step, out: Path) -> StepResult | None:
+    """The result of a step that an earlier run in ``out`` finished (metrics.json is
+    written last), else None."""
+    path = out / name / "metrics.json"
+    if not path.is_file():
+        return None
+    claim_step_dir(out / name, settings_hash(cfg, step))
+    log.info("step %s: finished earlier (%s); skipped", name, path)
+    return StepResult(**json.loads(path.read_text()))
+
+
+def resume_point(ckpt_dir: Path, name: str) -> str | None:
+    """last.ckpt of a killed run of the step, or None to start over (stale best
+    checkpoints removed, so only this run's best is left where the README points)."""
+    last = ckpt_dir / "last.ckpt"
+    if last.is_file():
+        try:
+            epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+            log.info("step %s: resuming from %s (after epoch %d)", name, last, epoch)
+            return str(last)
+        except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as err:  # cut short
+            log.warning("step %s: %s is unreadable (%s); starting the step over", name, last,
+                        err)
+    for stale in ckpt_dir.glob("*.ckpt"):
+        stale.unlink()
+    return None
 
 
 def _init_checkpoint(step, previous: dict[str, StepResult]) -> str | None:
@@ -99,7 +156,8 @@ def run_step(cfg, name: str, step, out: Path, previous: dict[str, StepResult]) -
     t0 = time.perf_counter()
     pl.seed_everything(int(cfg.seed), workers=True)
     step_dir = out / name
-    step_dir.mkdir(parents=True, exist_ok=True)
+    claim_step_dir(step_dir, settings_hash(cfg, step))
+    resume = resume_point(step_dir / "checkpoints", name)
     init = _init_checkpoint(step, previous)
     cutoff = float(cfg.data.cutoff)
     start, net, table, scalers = _starting_point(init, cfg, name)
@@ -126,11 +184,11 @@ def run_step(cfg, name: str, step, out: Path, previous: dict[str, StepResult]) -
     logger = loggers.make_logger(cfg.logger, name, out, hparams)
     callbacks = [instantiate(c, **({"dirpath": str(step_dir / "checkpoints")}
                                    if "ModelCheckpoint" in c._target_ else {}))
-                 for c in (cfg.callbacks or {}).values()]
+                 for c in (cfg.callbacks or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, max_epochs=int(step.max_epochs), callbacks=callbacks,
                           logger=logger, default_root_dir=str(step_dir))
     try:
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume)
         fit_info = {"val/mae_best": float(trainer.callback_metrics.get("val/mae_best",
                                                                        float("nan"))),
                     "epochs": int(trainer.current_epoch)}
