@@ -227,5 +227,5 @@ def make_evaluator(structures: Sequence[Atoms], build: Callable[[], Calculator],
 def evaluator_factory(labeler, settings: EngineSettings = EngineSettings()
                       ) -> Callable[[Sequence[Atoms]], Evaluator]:
     """``cells -> Evaluator`` with the labeler's calculator (its default settings)."""
-    return partial(make_evaluator, build=partial(labeler.build, **labeler.settings),
+    return partial(make_evaluator, build=labeler.calculator,
                    engine=settings.engine, dtype=settings.dtype, batch_size=settings.batch_size)

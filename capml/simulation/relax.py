@@ -136,7 +136,7 @@ def relax_with_fallbacks(atoms: Atoms, labeler, settings: RelaxSettings = RelaxS
     errors, start, steps = [], atoms, 0
     for k, override in enumerate([{}] + list(labeler.fallbacks)):
         try:
-            result = relax(start, labeler.build(**{**labeler.settings, **override}),
+            result = relax(start, labeler.calculator(**override),
                            seed=seed, **asdict(settings))
         except RelaxError as err:
             message = str(err).splitlines()[0][:200] if str(err) else type(err).__name__

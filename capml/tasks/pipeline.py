@@ -17,12 +17,12 @@ import time
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from capml.tasks import dispatch, entries_of
+
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    from capml.tasks import TASKS, dispatch
-
     order = list(cfg.task.order)
     stages = cfg.task.stages
     missing = [s for s in order if s not in stages]
@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> dict:
         sub = copy.deepcopy(cfg)
         with open_dict(sub):
             sub.task = stage
-        entry = next(e for e, tasks in TASKS.items() if stage["name"] in tasks)
+        entry = entries_of(stage)[0]
         log.info("pipeline stage %d/%d: %s (%s.py task=%s)", k + 1, len(order), name, entry,
                  stage["name"])
         t0 = time.perf_counter()
