@@ -290,3 +290,20 @@ def test_cli_refuses_before_compute_and_help_lists_tasks(tmp_path):
             assert f"  {task} " in shown.stdout, f"{entry}.py --help does not list {task}"
     none = cli("analyze.py", f"hydra.run.dir={tmp_path}/none")
     assert none.returncode == 1 and "no task chosen: give task=<name>" in none.stderr
+
+
+# ------------------------------------------------------------- named errors
+@pytest.mark.parametrize("content,what", [(b"", "an empty file"),
+                                          (b"id,gap\n1,2.0\n", "13 bytes that are not HDF5")])
+def test_train_on_a_non_hdf5_data_file_names_the_file(cfg_factory, tmp_path, content, what):
+    from capml.data import DataError
+    from capml.training.run import run
+
+    bad = tmp_path / "gaps.h5"
+    bad.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        run(cfg_factory("train", "stage=pretrain", f"data.low_level={bad}"))
+    assert f"{bad}: expected a capml HDF5 data file, got {what}" in str(err.value)
+    for reader in (store.count, store.read, store.read_attrs):
+        with pytest.raises(DataError, match=str(bad)):
+            reader(bad)

@@ -10,9 +10,8 @@ import sys
 
 import pandas as pd
 import pytest
-from test_gnn_data import labeled_file
-
 from conftest import ROOT
+from test_gnn_data import labeled_file
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +126,41 @@ def test_wandb_offline_logging(tmp_path, cells_file):
     record = next(runs[0].glob("run-*.wandb")).read_bytes()
     assert b"gnn-pretrain-" in record and b"val/mae_best" in record
     assert run_dir.name.encode() in record  # the group
+
+
+def test_rank_sweep_lists_jobs_that_died_and_failed_with_their_errors(cfg_factory, tmp_path,
+                                                                      cells_file, capsys):
+    """A job whose data file is missing stops the sweep but leaves its record; a job that
+    was killed leaves only .hydra/: both are ranked last and listed with the reason."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+    from test_train import _hydra_cfg
+
+    from capml.tasks import dispatch
+    from capml.training.run import objective
+
+    _job(cfg_factory, tmp_path, 0, cells_file, "stage.steps.pretrain.max_epochs=1")
+    missing = tmp_path / "moved.h5"
+    cfg = cfg_factory("train", f"paths.output_dir={tmp_path / 'sweep' / '1'}",
+                      f"data.low_level={missing}", "stage=pretrain")
+    hydra_cfg = _hydra_cfg("hydra.mode=MULTIRUN")
+    with open_dict(hydra_cfg):
+        hydra_cfg.hydra.job.num = 1
+    HydraConfig.instance().set_config(hydra_cfg)
+    try:
+        with pytest.raises(FileNotFoundError, match="moved.h5"):
+            objective(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    killed = tmp_path / "sweep" / "2" / ".hydra"
+    killed.mkdir(parents=True)
+    (killed / "overrides.yaml").write_text("- model.hidden=128\n")
+    out = dispatch("analyze", cfg_factory("analyze", "task=rank_sweep",
+                                          f"task.dir={tmp_path / 'sweep'}"))
+    table = pd.read_csv(out)
+    assert list(table.job.astype(str)) == ["0", "1", "2"]
+    assert list(table.status) == ["ok", "failed", "died"]
+    assert "moved.h5" in table.error[1] and "no metrics.json" in table.error[2]
+    printed = capsys.readouterr().out
+    assert "2 of 3 jobs did not finish" in printed
+    assert "job 2 (died; model.hidden=128): no metrics.json" in printed

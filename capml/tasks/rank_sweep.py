@@ -4,7 +4,10 @@ Reads the ``metrics.json`` that every ``train.py`` job writes into its directory
 (status, objective, overrides, per-step metrics) and ranks the jobs by
 ``task.metric`` (default: the sweep objective, the validation MAE of the
 optimised step; failed or diverged trials last), as the paper's rank-models step.
-Writes ranking.csv into the run directory and prints the top rows.
+A job directory (one with Hydra's ``.hydra/``) without metrics.json is a job that
+died before writing it: it is ranked last with status ``died``. Writes ranking.csv
+into the run directory, prints the top rows and lists every job that did not
+finish, with its error.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +42,28 @@ def collect(sweep_dir) -> pd.DataFrame:
         row["epochs"] = step.get("epochs")
         row["error"] = doc.get("error", "")
         rows.append(row)
+    rows += died_jobs(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"{sweep_dir}: no train.py job metrics (metrics.json) found")
     return pd.DataFrame(rows)
+
+
+def died_jobs(sweep_dir: Path) -> list[dict]:
+    """Rows of the job directories of ``sweep_dir`` that hold no metrics.json."""
+    rows = []
+    for hydra_dir in sorted(sweep_dir.rglob(".hydra")):
+        job = hydra_dir.parent
+        if (job / "metrics.json").exists():
+            continue
+        overrides = hydra_dir / "overrides.yaml"
+        logs = sorted(p.name for p in job.glob("*.log"))
+        rows.append({"job": str(job.relative_to(sweep_dir)), "status": "died",
+                     "objective": math.inf,
+                     "overrides": " ".join(OmegaConf.load(overrides)) if overrides.exists()
+                     else "",
+                     "error": "no metrics.json: the job stopped before writing it"
+                              + (f" (see {job / logs[0]})" if logs else "")})
+    return rows
 
 
 def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -68,4 +90,9 @@ def run(cfg: DictConfig) -> Path:
     n_ok = int((ranked["status"] == "ok").sum())
     log.info("ranked %d jobs (%d ok, %d failed) of %s by %s -> %s", len(ranked), n_ok,
              len(ranked) - n_ok, t.dir, t.metric, out)
+    bad = ranked[ranked["status"] != "ok"]
+    if len(bad):
+        print(f"\n{len(bad)} of {len(ranked)} jobs did not finish:")
+        for job in bad.itertuples():
+            print(f"  job {job.job} ({job.status}; {job.overrides}): {job.error}")
     return out

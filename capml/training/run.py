@@ -122,15 +122,15 @@ def objective(cfg: DictConfig) -> float:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         value = run(cfg)
-    except (DataError, FileNotFoundError):
-        raise
     except Exception as err:  # any trial failure is a bad point for the sweeper
         if not multirun:
             raise
-        log.exception("trial failed; returning inf to the sweeper")
         out = Path(cfg.paths.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # the job's record, for rank_sweep
         _write_metrics(out, cfg, "failed", math.inf, error=f"{type(err).__name__}: {err}")
+        if isinstance(err, (DataError, FileNotFoundError)):
+            raise  # unusable data would fail every trial: stop the sweep
+        log.exception("trial failed; returning inf to the sweeper")
         return math.inf
     if not math.isfinite(value):
         log.warning("objective %s = %s; returning inf", cfg.optimized_metric, value)
