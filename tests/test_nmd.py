@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from helpers.synthetic import cartesian_velocities, langevin_mode_velocities
 
 from capml.analysis import nmd
-from capml.analysis.synthetic import cartesian_velocities, langevin_mode_velocities
 from capml.simulation import phonons
 from capml.simulation.forces import make_evaluator
 from capml.simulation.phonopy_io import full_force_constants

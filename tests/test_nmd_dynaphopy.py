@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from helpers.dynaphopy_link import dynaphopy_renormalise
+from helpers.synthetic import cartesian_velocities, langevin_mode_velocities
 
 from capml.analysis import nmd
-from capml.analysis.dynaphopy_link import dynaphopy_renormalise
-from capml.analysis.synthetic import cartesian_velocities, langevin_mode_velocities
 from capml.simulation import phonons
 from capml.simulation.forces import make_evaluator
 

@@ -19,17 +19,17 @@ Units: positions A, velocities A/fs, masses amu, frequencies THz, time fs.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 from ase import units
-from scipy import ndimage, optimize, signal
+from scipy import ndimage
 
 from capml.simulation.phonopy_io import full_force_constants
 
 # omega [rad per ase time unit] -> f [THz]
 ASE_TO_THZ = units.fs * 1e3 / (2 * np.pi)
-HANN_ENBW_BINS = 1.5  # equivalent noise bandwidth of the Hann window, in bins
 
 
 @dataclass
@@ -102,144 +102,230 @@ def project_velocities(velocities: np.ndarray, modes: Modes) -> np.ndarray:
     return np.einsum("mjc,tjc->mt", modes.eigenvectors, weighted, optimize=True)
 
 
-def power_spectra(series: np.ndarray, dt_fs: float, n_segments: int = 1,
-                  window: str = "hann") -> tuple[np.ndarray, np.ndarray]:
-    """One-sided power spectral densities of each row of ``series`` [m, t].
+def periodograms(series: np.ndarray, dt_fs: float, n_segments: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Raw periodograms of each row of ``series`` [m, t], averaged over ``n_segments``
+    non-overlapping segments of n = t // n_segments frames.
 
-    Welch's method (scipy) with ``n_segments`` non-overlapping windowed segments
-    (1: one windowed periodogram, the finest resolution, 1/(total time)).
-    Returns (frequencies in THz [k], spectra [m, k]).
+    No taper: the fit models the finite length exactly (``expected_periodogram``), where a
+    window would only widen the lines and correlate neighbouring bins. Returns the Fourier
+    frequencies 0 < f < Nyquist in THz [k] and the spectra [m, k] = mean over segments of
+    |DFT|^2 / n, in the series' units squared (white noise of unit variance gives 1).
     """
-    series = np.atleast_2d(series)
-    n = series.shape[-1] // max(int(n_segments), 1)
+    series = np.atleast_2d(np.asarray(series, dtype=float))
+    k_seg = max(int(n_segments), 1)
+    n = series.shape[-1] // k_seg
     if n < 8:
         raise ValueError(f"{series.shape[-1]} frames in {n_segments} segments: too short "
                          "for a power spectrum")
-    f, p = signal.welch(series, fs=1.0 / dt_fs, window=window, nperseg=n, noverlap=0,
-                        detrend="constant", axis=-1)
-    return f * 1e3, p  # 1/fs -> THz
+    pieces = series[:, : n * k_seg].reshape(len(series), k_seg, n)
+    dft = np.fft.rfft(pieces, axis=-1)[..., 1:(n + 1) // 2]  # zero and Nyquist left out
+    f = np.arange(1, (n + 1) // 2) / (n * dt_fs) * 1e3  # 1/fs -> THz
+    return f, (np.abs(dft) ** 2).mean(axis=1) / n
 
 
-def lorentzian(f, centre, fwhm, height, background):
-    """Lorentzian peak of full width ``fwhm`` at ``centre`` on a constant background."""
-    half = 0.5 * fwhm
-    return height * half**2 / ((f - centre) ** 2 + half**2) + background
+PROFILES = ("damped_oscillator", "lorentzian")
 
 
-def _lorentzian_jacobian(f, centre, fwhm, height, background):
-    half = 0.5 * fwhm
-    den = (f - centre) ** 2 + half**2
-    shape = half**2 / den
-    return np.stack([height * shape * 2 * (f - centre) / den,
-                     height * half * (f - centre) ** 2 / den**2,
-                     shape, np.ones_like(f)], axis=-1)
+def _line_terms(centre_thz: float, fwhm_thz: float, profile: str):
+    """A unit-variance line's autocovariance R(t) = 1/2 sum_s a_s exp(lam_s t) over the pair
+    s = +, - (lam in rad/ps), and d(a_s)/d(centre, fwhm), d(lam_s)/d(centre, fwhm) [2, 2].
 
-
-def damped_oscillator(f, centre, fwhm, height, background):
-    """Velocity power spectrum of a damped harmonic oscillator of frequency ``centre``
-    and damping ``fwhm`` (its exact full width at half maximum), peak ``height``.
-    A Lorentzian near the peak; unlike it, exact for a Langevin-damped mode, whose
-    spectrum is skewed to high frequencies (a Lorentzian fit then sits high)."""
-    n = (f * fwhm) ** 2
-    return height * n / ((centre**2 - f**2) ** 2 + n) + background
-
-
-def _damped_oscillator_jacobian(f, centre, fwhm, height, background):
-    d2 = centre**2 - f**2
-    n = (f * fwhm) ** 2
-    den = d2**2 + n
-    return np.stack([-4 * height * n * centre * d2 / den**2,
-                     2 * height * f**2 * fwhm * d2**2 / den**2,
-                     n / den, np.ones_like(f)], axis=-1)
-
-
-PROFILES = {"lorentzian": (lorentzian, _lorentzian_jacobian),
-            "damped_oscillator": (damped_oscillator, _damped_oscillator_jacobian)}
-
-
-def fit_peak(f: np.ndarray, p: np.ndarray, guess: float | None = None,
-             window_thz: float | None = None, n_averaged: int = 1,
-             smoothing_thz: float = 0.05, profile: str = "damped_oscillator"
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Fit one peak ``profile`` (see PROFILES) to the power spectrum ``p(f)`` around its
-    highest peak.
-
-    The fit maximises the Whittle likelihood: a periodogram bin is the true
-    spectrum times an exponential variate (a chi^2 with 2 ``n_averaged`` degrees of
-    freedom after Welch averaging), so least squares on a raw periodogram chases
-    noise spikes while the likelihood does not. Errors are from the Fisher
-    information, widened by the Hann window's equivalent noise bandwidth (1.5
-    bins) because neighbouring windowed bins are correlated.
-
-    ``guess``/``window_thz``: only peaks within ``window_thz`` of ``guess`` (THz)
-    are considered (None: the whole spectrum). Returns (params, errors) with params
-    = (centre, fwhm, height, background); raises RuntimeError on failure.
+    damped_oscillator: the velocity of x'' = -w0^2 x - g x' + white noise, w0 = 2 pi centre,
+    g = 2 pi fwhm (the exact FWHM of its spectrum, which peaks at centre); overdamped lines
+    (fwhm > 2 centre) are included. lorentzian: a damped cosine exp(-g|t|/2) cos(w0 t),
+    Lorentzians of FWHM fwhm at +-centre (DynaPhoPy's profile).
     """
-    sel = f > 0
-    if guess is not None and window_thz is not None:
-        sel &= np.abs(f - guess) <= window_thz
-    if profile not in PROFILES:
-        raise ValueError(f"profile = {profile!r}: expected one of {sorted(PROFILES)}")
-    shape, shape_jacobian = PROFILES[profile]
-    if sel.sum() < 5:
-        raise RuntimeError("fewer than 5 spectrum points in the fit window")
-    fs, ps = f[sel], p[sel]
+    two_pi = 2 * np.pi
+    w0, g = two_pi * centre_thz, two_pi * fwhm_thz
+    sign = np.array([1.0, -1.0])
+    if profile == "damped_oscillator":
+        w1 = np.sqrt(complex(w0**2 - g**2 / 4))  # imaginary when overdamped
+        if abs(w1) < 1e-9 * w0:  # critical damping: the limit of either side
+            w1 = complex(1e-9 * w0)
+        dw1 = np.array([two_pi * w0 / w1, -two_pi * g / (4 * w1)])
+        b = g / (2 * w1)
+        db = np.array([-b / w1 * dw1[0], two_pi / (2 * w1) - b / w1 * dw1[1]])
+    else:
+        w1, dw1, b, db = complex(w0), np.array([two_pi, 0.0]), 0.0, np.zeros(2)
+    a = 1 + 1j * sign * b
+    lam = -g / 2 + 1j * sign * w1
+    da = 1j * db[:, None] * sign[None, :]
+    dlam = np.array([0.0, -np.pi])[:, None] + 1j * dw1[:, None] * sign[None, :]
+    return a, lam, da, dlam
+
+
+def expected_periodogram(f_thz: np.ndarray, dt_fs: float, n: int, centre_thz: float,
+                         fwhm_thz: float, profile: str = "damped_oscillator"
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """E[|DFT|^2 / n] at ``f_thz`` of n samples at spacing ``dt_fs`` of a unit-variance
+    line (``_line_terms``), and its derivatives [2, k] with respect to (centre, fwhm).
+
+    The sum over lags of (1 - |tau|/n) R(tau dt) exp(-i w tau dt) in closed form: exact for
+    the sampled series, aliasing and the finite length's Fejer broadening (1/(pi T) for a
+    Lorentzian) included, so that a Whittle fit to it is unbiased at any length (the
+    debiased Whittle likelihood, Sykulski et al., Biometrika 106, 251 (2019)).
+    """
+    a, lam, da, dlam = _line_terms(centre_thz, fwhm_thz, profile)
+    dt = dt_fs * 1e-3  # ps
+    s = (lam[:, None] - 2j * np.pi * np.asarray(f_thz)[None, :]) * dt  # [2, k]
+    z, zn, omz = np.exp(s), np.exp(n * s), -np.expm1(s)
+    h = z / omz - z * (1 - zn) / (n * omz**2)  # sum_{tau=1}^{n-1} (1 - tau/n) z^tau
+    dh = 1 / omz**2 - ((1 - (n + 1) * zn) / omz**2 + 2 * z * (1 - zn) / omz**3) / n
+    value = 1 + np.real(a @ h)
+    grad = np.real(da @ h + (dlam * a[None, :]) @ (dh * z) * dt)
+    return value, grad
+
+
+def _start_values(fs, ps, smoothing_thz):
+    """(peak index, half-maximum width in THz) of the smoothed spectrum: raw periodogram
+    bins scatter by 100 %, so the starting values come from a smoothed one."""
     df = fs[1] - fs[0]
-    scale = ps.max()
-    if not scale > 0:
-        raise RuntimeError("zero spectrum")
-    ps = ps / scale
-    # starting values from a smoothed spectrum: raw periodogram bins scatter by 100 %
     smooth = ndimage.gaussian_filter1d(ps, sigma=max(smoothing_thz / df, 1.0), mode="nearest")
     k = int(np.argmax(smooth))
-    lo, hi = k, k  # half-maximum span around the smoothed maximum
+    lo, hi = k, k
     while lo > 0 and smooth[lo - 1] >= 0.5 * smooth[k]:
         lo -= 1
     while hi < len(fs) - 1 and smooth[hi + 1] >= 0.5 * smooth[k]:
         hi += 1
-    width = max(fs[hi] - fs[lo], 2 * df)
-    near = np.abs(fs - fs[k]) <= max(6 * width, 20 * df)  # one peak dominates here
-    x, y = fs[near], ps[near]
-    floor = max(float(np.median(y)) * 1e-3, 1e-12)
+    return k, max(fs[hi] - fs[lo], 2 * df)
 
-    def nll(theta):
-        model = np.maximum(shape(x, *theta), floor)
-        jac = shape_jacobian(x, *theta)
-        weight = 1.0 / model - y / model**2
-        return np.sum(np.log(model) + y / model), weight @ jac
 
-    start = np.array([fs[k], width, smooth[k], 0.01 * smooth[k]])
-    bounds = [(x.min(), x.max()), (0.1 * df, 10 * (x.max() - x.min())), (1e-12, None),
-              (0.0, None)]
-    res = optimize.minimize(nll, start, jac=True, method="L-BFGS-B", bounds=bounds)
-    if not np.all(np.isfinite(res.x)):
-        raise RuntimeError(f"{profile} fit failed: {res.message}")
-    model = np.maximum(shape(x, *res.x), floor)
-    jac = shape_jacobian(x, *res.x)
-    fisher = n_averaged * (jac / model[:, None]).T @ (jac / model[:, None]) / HANN_ENBW_BINS
+def _model(x, dt_fs, n, params, profile):
+    """Expected periodogram variance * line + background at ``x`` and its Jacobian [4, k]
+    with respect to params = (centre, fwhm, variance, background)."""
+    d, dd = expected_periodogram(x, dt_fs, n, params[0], params[1], profile)
+    m = params[2] * d + params[3]
+    return m, np.vstack([params[2] * dd, d, np.ones_like(d)])
+
+
+def _whittle_fit(x, y, dt_fs, n, n_averaged, profile, start, bounds, max_iter=100):
+    """Maximum Whittle likelihood params of ``y`` (periodogram at ``x``) for ``_model``,
+    from ``start`` within ``bounds`` [4, 2], by Fisher scoring (the Newton step with the
+    expected Hessian, halved until the likelihood rises; parameters the score pushes
+    against a bound stay there)."""
+    scale = np.abs(np.asarray(start, dtype=float)) + 1e-300  # fitted relative to the start
+
+    def nll(m):
+        return n_averaged * np.sum(np.log(m) + y / m) if np.all(m > 0) else np.inf
+
+    lo, hi = (np.asarray(bounds, dtype=float) / scale[:, None]).T
+    theta = np.asarray(start, dtype=float) / scale
+    m, jac = _model(x, dt_fs, n, theta * scale, profile)
+    jac = jac * scale[:, None]
+    value = nll(m)
+    for _ in range(max_iter):
+        fisher = n_averaged * (jac / m) @ (jac / m).T
+        score = n_averaged * jac @ (y / m**2 - 1 / m)
+        free = ~(((theta <= lo) & (score < 0)) | ((theta >= hi) & (score > 0)))
+        step = np.zeros(4)
+        step[free] = np.linalg.lstsq(fisher[np.ix_(free, free)], score[free], rcond=None)[0]
+        if score @ step < 1e-10:  # twice the expected rise of the log-likelihood
+            break
+        for _ in range(30):
+            trial = np.clip(theta + step, lo, hi)
+            m_t, jac_t = _model(x, dt_fs, n, trial * scale, profile)
+            value_t = nll(m_t)
+            if value_t <= value:
+                break
+            step = step / 2
+        else:
+            break  # no step raises the likelihood: at the maximum to rounding
+        theta, m, jac, value = trial, m_t, jac_t * scale[:, None], value_t
+    return theta * scale
+
+
+def _bias(x, dt_fs, n, params, profile, m, jac, cov, free):
+    """First-order (Cox & Snell 1968) bias of the maximum-likelihood ``params`` for
+    independent bins with gamma-distributed periodograms of mean m: b = -1/2 cov J W d with
+    W = n_averaged / m^2 (cov = the inverse Fisher information absorbs n_averaged here)
+    and d_k = tr(cov H_k), H_k the Hessian of m_k. For a line ~ pi fwhm T bins wide it is
+    of relative order 1 / (fwhm T): +5-10 % on the width at fwhm T ~ 2-8. Parameters at a
+    bound (``free`` False) are held fixed."""
+    h = np.zeros((4, 4, len(x)))
+    for i, step in ((0, 1e-5 * params[0]), (1, 1e-4 * params[1])):
+        up, down = params.copy(), params.copy()
+        up[i] += step
+        down[i] -= step
+        h[i] = (_model(x, dt_fs, n, up, profile)[1] - _model(x, dt_fs, n, down, profile)[1]) \
+            / (2 * step)
+    h[2, :2] = h[:2, 2]  # d2m / d(variance) d(centre, fwhm), from the variance row
+    h = 0.5 * (h + h.transpose(1, 0, 2))
+    c = np.zeros((4, 4))
+    c[np.ix_(free, free)] = np.linalg.inv(np.linalg.inv(cov)[np.ix_(free, free)])
+    d = np.einsum("rt,rtk->k", c, h)
+    return -0.5 * c @ (jac / m**2) @ d
+
+
+def fit_peak(f: np.ndarray, p: np.ndarray, dt_fs: float, n: int, guess: float | None = None,
+             window_thz: float | None = None, n_averaged: int = 1,
+             smoothing_thz: float = 0.05, profile: str = "damped_oscillator"
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Fit one line ``profile`` (PROFILES) plus a white background to the periodogram
+    ``p(f)`` (``periodograms`` of segments of ``n`` frames at ``dt_fs``, averaged over
+    ``n_averaged``) around its highest peak.
+
+    Maximum Whittle likelihood on the exact expected periodogram m (expected_periodogram):
+    an averaged periodogram bin is m times a chi^2 variate of 2 ``n_averaged`` degrees of
+    freedom over 2 n_averaged, independent between Fourier frequencies, so the likelihood
+    is n_averaged sum(log m + p/m), the errors are the inverse Fisher information's,
+    n_averaged sum (dm/m)(dm/m)^T, and the estimate's first-order bias (``_bias``) is
+    taken off. Bins within 8 FWHM of the peak (at least 30) are fitted: once from the
+    smoothed spectrum's peak, then again on the window of the fitted line.
+
+    ``guess``/``window_thz``: only peaks within ``window_thz`` of ``guess`` (THz) are
+    considered (None: the whole spectrum). Returns (params, errors), params = (centre THz,
+    fwhm THz, variance of the line in p's units, background in p's units); raises
+    RuntimeError on failure.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile = {profile!r}: expected one of {sorted(PROFILES)}")
+    sel = f > 0
+    if guess is not None and window_thz is not None:
+        sel &= np.abs(f - guess) <= window_thz
+    if sel.sum() < 5:
+        raise RuntimeError("fewer than 5 spectrum points in the fit window")
+    if not p[sel].max() > 0:
+        raise RuntimeError("zero spectrum")
+    df = f[1] - f[0]
+    k, width = _start_values(f[sel], p[sel], max(smoothing_thz, 2 * df))
+    params = np.array([f[sel][k], width, 0.0, 0.0])
+    for _ in range(2):
+        near = np.abs(f - params[0]) <= max(8 * params[1], 30 * df)
+        x, y = f[near], p[near]
+        v0, b_max = max(2 * float(np.sum(y)) / n, 1e-300), 1e3 * float(np.mean(y))
+        bounds = np.array([(max(x.min(), 0.5 * df), x.max()),
+                           (0.05 * df, 10 * (x.max() - x.min())), (1e-4 * v0, 1e4 * v0),
+                           (-b_max, b_max)])  # a signed nuisance: unbiased at 0
+        params = _whittle_fit(x, y, dt_fs, n, n_averaged, profile,
+                              [params[0], params[1], v0, 1e-6 * b_max], bounds)
+    m, jac = _model(x, dt_fs, n, params, profile)
+    if not (np.all(np.isfinite(params)) and np.all(m > 0)):
+        raise RuntimeError(f"{profile} fit failed")
+    free = (params > bounds[:, 0]) & (params < bounds[:, 1])
     try:
-        cov = np.linalg.inv(fisher)
+        cov = np.linalg.inv(n_averaged * (jac / m) @ (jac / m).T)
     except np.linalg.LinAlgError as err:
         raise RuntimeError("singular Fisher information") from err
-    errors = np.sqrt(np.clip(np.diag(cov), 0, None))
-    params = res.x * np.array([1, 1, scale, scale])
-    return params, errors * np.array([1, 1, scale, scale])
+    corrected = params - n_averaged * _bias(x, dt_fs, n, params, profile, m, jac, cov, free)
+    return np.maximum(corrected, bounds[:, 0]), np.sqrt(np.clip(np.diag(cov), 0, None))
 
 
 def renormalise(velocities: np.ndarray, modes: Modes, dt_fs: float, n_segments: int = 1,
-                window: str = "hann", min_frequency: float = 0.05,
-                window_thz: float | None = None, profile: str = "damped_oscillator"
-                ) -> Renormalised:
+                min_frequency: float = 0.05, window_thz: float | None = None,
+                profile: str = "damped_oscillator") -> Renormalised:
     """Renormalised frequencies and linewidths of every mode from an MD run.
 
     ``velocities``: [n_frames, n, 3] A/fs at spacing ``dt_fs`` (equilibrated frames).
-    Modes with |harmonic frequency| < ``min_frequency`` THz (the translations) are
-    not fitted. ``window_thz``: search the peak within this distance of the
-    harmonic frequency (None: anywhere, which suits strongly anharmonic and
-    imaginary harmonic modes). ``profile``: the peak shape fitted (PROFILES).
+    ``n_segments``: periodograms of this many segments averaged (1, the default: the
+    whole run, resolution 1/duration). Modes with |harmonic frequency| < ``min_frequency``
+    THz (the translations) are not fitted. ``window_thz``: search the peak within this
+    distance of the harmonic frequency (None: anywhere, which suits strongly anharmonic
+    and imaginary harmonic modes). ``profile``: the line shape fitted (PROFILES).
     """
     q_dot = project_velocities(velocities, modes)
-    f, spectra = power_spectra(q_dot, dt_fs, n_segments=n_segments, window=window)
+    f, spectra = periodograms(q_dot, dt_fs, n_segments=n_segments)
+    n = q_dot.shape[-1] // max(int(n_segments), 1)
     m = modes.n_modes
     out = {k: np.full(m, np.nan) for k in ("freq", "dfreq", "width", "dwidth")}
     fitted = np.zeros(m, dtype=bool)
@@ -248,8 +334,9 @@ def renormalise(velocities: np.ndarray, modes: Modes, dt_fs: float, n_segments: 
         if abs(harmonic) < min_frequency:
             continue
         try:
-            params, errors = fit_peak(f, spectra[nu], guess=abs(harmonic), window_thz=window_thz,
-                                      n_averaged=n_segments, profile=profile)
+            params, errors = fit_peak(f, spectra[nu], dt_fs, n, guess=abs(harmonic),
+                                      window_thz=window_thz, n_averaged=max(int(n_segments), 1),
+                                      profile=profile)
         except (RuntimeError, ValueError):
             continue
         out["freq"][nu], out["width"][nu] = params[0], params[1]
@@ -263,7 +350,7 @@ def degenerate_groups(frequencies: np.ndarray, tol_thz: float = 1e-3) -> list[np
     """Index groups of (sorted) modes whose frequencies agree within ``tol_thz``."""
     order = np.argsort(frequencies)
     groups, current = [], [order[0]]
-    for a, b in zip(order[:-1], order[1:]):
+    for a, b in itertools.pairwise(order):
         if frequencies[b] - frequencies[a] <= tol_thz:
             current.append(b)
         else:

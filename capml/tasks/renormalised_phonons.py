@@ -47,7 +47,7 @@ def analyse_trajectory(traj, phonon, t) -> tuple[dict, pd.DataFrame, nmd.Renorma
     velocities[:, order] = traj.velocities[keep]  # into phonopy's atom order
     modes = nmd.modes_from_phonopy(phonon)
     fit = nmd.renormalise(velocities, modes, dt_fs=traj.spacing_fs,
-                          n_segments=int(t.n_segments), window=str(t.window),
+                          n_segments=int(t.n_segments),
                           min_frequency=float(t.min_frequency),
                           window_thz=None if t.window_thz is None else float(t.window_thz),
                           profile=str(t.profile))
@@ -80,7 +80,7 @@ def analyse_trajectory(traj, phonon, t) -> tuple[dict, pd.DataFrame, nmd.Renorma
                                                               start.positions, traj.masses),
            "max_average_displacement_a": float(t.max_average_displacement)}
     if row["resolution_thz"] > float(t.max_resolution_thz):
-        log.warning("%s: spectral resolution %.2f THz (%.1f ps per Welch segment): peak "
+        log.warning("%s: spectral resolution %.2f THz (%.1f ps per periodogram segment): peak "
                     "centres and linewidths are uncertain at that level; run longer MD "
                     "(the paper: 50 ps)", traj.name, row["resolution_thz"],
                     1.0 / row["resolution_thz"])

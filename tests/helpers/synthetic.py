@@ -1,5 +1,6 @@
 """Synthetic MD velocities with known mode frequencies and linewidths: the ground truth
-against which normal-mode analyses (capml.analysis.nmd, DynaPhoPy) are validated."""
+against which normal-mode analyses (capml.analysis.nmd, DynaPhoPy) are validated in tests
+and bench/nmd.py."""
 
 from __future__ import annotations
 
