@@ -302,3 +302,12 @@ def test_batch_import_records_each_bad_run_and_keeps_the_good(tmp_path, caplog):
     assert list(back.meta["label_status"]) == status
     with pytest.raises(DataError, match="no structure in any"):
         import_vasp([tmp_path / "missing"])
+
+
+def test_outcar_takes_its_gap_from_the_vasprun_beside_it(tmp_path):
+    shutil.copy(VASP / "OUTCAR_example_1", tmp_path / "OUTCAR")
+    (tmp_path / "vasprun.xml").write_text("<?xml version='1.0'?><modeling><generator>")
+    atoms = read_vasp(tmp_path / "OUTCAR")  # the OUTCAR is fine, its vasprun.xml cut short
+    assert "band_gap" not in atoms.info and np.isfinite(atoms.get_potential_energy())
+    assert "band gap unknown: " in atoms.info["label_note"] and "did not finish" in (
+        atoms.info["label_note"])

@@ -79,10 +79,13 @@ def read_vasp(path, level: str = "vasp", require_relaxed: bool = False,
 def _add_band_gap(atoms: Atoms, run: vasp_run.VaspRun, path: Path, tolerance: float) -> str:
     """Put the band gap (eV) and edges of ``run`` into ``atoms.info``; returns a note."""
     if run.eigenvalues is None and run.format == "vasp-out":
-        sibling = path.parent / "vasprun.xml"
-        if not sibling.exists():
+        siblings = [path.parent / n for n in VASP_NAMES[:2] if (path.parent / n).exists()]
+        if not siblings:
             return "band gap unknown: an OUTCAR has no eigenvalues and no vasprun.xml is beside it"
-        run = vasp_run.inspect(sibling)
+        try:
+            run = vasp_run.inspect(siblings[0])
+        except DataError as err:
+            return f"band gap unknown: {err}"
     if run.eigenvalues is None:
         return f"band gap unknown: no eigenvalues in {run.path}"
     try:
@@ -124,7 +127,7 @@ def _first_structure(path) -> Atoms | None:
     try:
         path = find_vasp_output(path)
         atoms = ase_read(path, index=0, format=vasp_run.detect_format(path))
-    except Exception:  # noqa: BLE001 - any failure here means no structure
+    except Exception:  # any failure here means no structure
         return None
     atoms.calc = None
     return atoms
