@@ -11,7 +11,7 @@ from helpers.systems import with_cu3x
 from omegaconf import open_dict
 
 from capml import predict_band_gap
-from capml.analysis.simulation_runs import read_trajectory
+from capml.simulation.trajectory import read_trajectory
 from capml.tasks import dispatch
 
 CKPT = DEMO / "gnn_demo.ckpt"

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from capml.analysis.simulation_runs import equilibrated
 from capml.analysis.statistics import mean_with_error
+from capml.simulation.trajectory import equilibrated
 
 
 def md_renormalisation(gaps: np.ndarray, times_fs: np.ndarray, gap_0K: float,

@@ -21,13 +21,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from capml.analysis import nmd
-from capml.analysis.simulation_runs import (
+from capml.simulation import phonons
+from capml.simulation.phonopy_io import load_phonopy, map_atoms, save_phonopy, supercell_atoms
+from capml.simulation.trajectory import (
     equilibrated,
     force_constants_file,
     read_trajectories,
 )
-from capml.simulation import phonons
-from capml.simulation.phonopy_io import load_phonopy, map_atoms, save_phonopy, supercell_atoms
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,14 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from capml.analysis import thermal_gap
-from capml.analysis.simulation_runs import (
+from capml.predict import load_predictor
+from capml.sampling.displacements import thermal
+from capml.simulation.phonopy_io import full_force_constants, load_phonopy, supercell_atoms
+from capml.simulation.trajectory import (
     equilibrated,
     force_constants_file,
     read_trajectories,
 )
-from capml.predict import load_predictor
-from capml.sampling.displacements import thermal
-from capml.simulation.phonopy_io import full_force_constants, load_phonopy, supercell_atoms
 from capml.utils.seeds import seed_of
 
 log = logging.getLogger(__name__)
