@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from graphs import cells
 from torch_geometric.loader import DataLoader
 
 from capml.data import StructureSet
-from capml.graphs import MinMaxScaler, NODE_FEATURES, build_edges, element_table, node_features
+from capml.graphs import NODE_FEATURES, MinMaxScaler, build_edges, element_table, node_features
 from capml.predict import load_predictor
 from capml.training.module import BandGapModule
-
-from graphs import cells
 
 
 def untrained_checkpoint(data: StructureSet, folder: Path, cutoff: float = 5.5) -> Path:

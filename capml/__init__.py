@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from capml.predict import predict_band_gap  # noqa: E402,F401  (torch loads on first call)
+from capml.predict import predict_band_gap  # noqa: F401  (torch loads on first call)

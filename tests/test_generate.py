@@ -50,9 +50,10 @@ def test_same_seed_same_file_contents(cfg_factory, tmp_path):
 
 
 def test_one_structure_regenerates_from_its_own_seed(cfg_factory, system, demo_dir):
+    from omegaconf import OmegaConf
+
     from capml.sampling import supercell_force_constants, thermal
     from capml.tasks.generate import load_end_members
-    from omegaconf import OmegaConf
 
     cfg = cfg_factory("simulate", *ROOT_OVERRIDES)
     data = store.read(dispatch("simulate", cfg))

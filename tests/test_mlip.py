@@ -10,12 +10,11 @@ import pytest
 import torch
 import yaml
 from ase.build import bulk
+from conftest import DEMO
 from hydra.utils import instantiate
 
 from capml.calculators.mlip import labeler, mlip
 from capml.models import mace as mace_models
-
-from conftest import DEMO
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from conftest import CONFIGS
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
 from capml.tasks import TASKS, dispatch, task_configs
-from conftest import CONFIGS
 
 
 def test_every_task_config_names_a_run_function_of_capml_tasks():

@@ -217,7 +217,7 @@ def _label_one(index: int, atoms, earlier_failure: str = ""):
         status = "ok"
     except LabelingFailed as err:
         labels, note, status = {}, "", f"failed: {before}{err}"[:1000]
-    except Exception as err:  # noqa: BLE001 - any calculator crash is a recorded failure
+    except Exception as err:  # any calculator crash is a recorded failure
         labels, note, status = {}, "", f"failed: {before}{type(err).__name__}: {err}"[:1000]
     return index, labels, labeler.level, status, note, time.perf_counter() - t0
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from ase import Atoms
-from ase import units
+from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from capml.data.schema import LABEL_ARRAYS, META_COLUMNS
-
 
 # 1 A/fs expressed in ase's velocity unit.
 _ASE_VELOCITY_PER_A_FS = 1.0 / units.fs
@@ -50,7 +48,7 @@ class StructureSet:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([np.arange(off[i], off[i + 1]) for i in idx])
 
-    def subset(self, indices) -> "StructureSet":
+    def subset(self, indices) -> StructureSet:
         """A new set with the structures at ``indices`` (order kept, copies)."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.dtype == bool:
@@ -69,7 +67,7 @@ class StructureSet:
             meta={k: v[idx].copy() for k, v in self.meta.items()},
         )
 
-    def select(self, **criteria) -> "StructureSet":
+    def select(self, **criteria) -> StructureSet:
         """Structures whose metadata match all criteria.
 
         A criterion is a value (equality; floats compared with tolerance 1e-9)
@@ -104,7 +102,7 @@ class StructureSet:
 
     # ------------------------------------------------------------------ ase
     @classmethod
-    def from_atoms(cls, atoms_list, meta: dict | None = None) -> "StructureSet":
+    def from_atoms(cls, atoms_list, meta: dict | None = None) -> StructureSet:
         """Build from ase.Atoms; labels come from attached calculators and
         ``atoms.info['band_gap']``, metadata from ``atoms.info`` unless given."""
         atoms_list = list(atoms_list)

@@ -30,7 +30,7 @@ class Edges:
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.n_edges)]).astype(np.int64)
 
-    def subset(self, indices) -> "Edges":
+    def subset(self, indices) -> Edges:
         idx = np.asarray(indices, dtype=np.int64)
         off = self.offsets
         rows = (np.concatenate([np.arange(off[i], off[i + 1]) for i in idx])

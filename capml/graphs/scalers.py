@@ -15,7 +15,7 @@ class MinMaxScaler:
     maximum: tuple[float, ...]
 
     @classmethod
-    def fit(cls, values) -> "MinMaxScaler":
+    def fit(cls, values) -> MinMaxScaler:
         v = np.asarray(values, dtype=float)
         v = v.reshape(len(v), -1)
         if not len(v):
@@ -45,5 +45,5 @@ class MinMaxScaler:
         return {"minimum": list(self.minimum), "maximum": list(self.maximum)}
 
     @classmethod
-    def from_dict(cls, d) -> "MinMaxScaler":
+    def from_dict(cls, d) -> MinMaxScaler:
         return cls(tuple(float(v) for v in d["minimum"]), tuple(float(v) for v in d["maximum"]))

@@ -33,8 +33,8 @@ import numpy as np
 from ase import Atoms, units
 
 from capml.simulation import trajectory as traj
-from capml.structures.contacts import closest_contact
 from capml.simulation.forces import Evaluator
+from capml.structures.contacts import closest_contact
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class _State:
                           rng_state=traj.rng_state(self.rngs[r]),
                           stress=None if self.stress is None else self.stress[r].copy())
 
-    def keep(self, keep: list[int], make_evaluator, settings) -> "_State":
+    def keep(self, keep: list[int], make_evaluator, settings) -> _State:
         """State of the replicas ``keep`` only (forces carried over)."""
         atoms = np.concatenate([np.arange(self.offsets[r], self.offsets[r + 1]) for r in keep])
         return _State([self.replicas[r] for r in keep], self.x[atoms], self.v[atoms],
