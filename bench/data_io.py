@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from capml import data as store  # noqa: E402
 from capml.data.interchange import write_extxyz  # noqa: E402
+from capml.sampling.generate import generate, load_end_members  # noqa: E402
 from capml.structures import System  # noqa: E402
-from capml.tasks.generate import generate, load_end_members  # noqa: E402
 
 
 def median_time(fn, repeats):

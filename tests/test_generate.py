@@ -53,7 +53,7 @@ def test_one_structure_regenerates_from_its_own_seed(cfg_factory, system, demo_d
     from omegaconf import OmegaConf
 
     from capml.sampling import supercell_force_constants, thermal
-    from capml.tasks.generate import load_end_members
+    from capml.sampling.generate import load_end_members
 
     cfg = cfg_factory("simulate", *ROOT_OVERRIDES)
     data = store.read(dispatch("simulate", cfg))
