@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -186,3 +188,62 @@ def test_update_rows_validates_before_writing(tmp_path, small_set):
     back = store.read(path)
     assert back.labels["band_gap"][1] == 2.5 and back.meta["label_status"][1] == "ok"
     assert back.meta["label_status"][0] == ""
+
+
+def test_an_error_mid_append_shrinks_back_to_the_committed_rows(tmp_path, small_set,
+                                                                monkeypatch):
+    from capml.data import store as store_module
+
+    path = store.write(tmp_path / "d.h5", small_set)
+    real, calls = store_module._resize_write, []
+
+    def fail_on_third(ds, start, values):
+        calls.append(ds.name)
+        if len(calls) == 3:
+            raise OSError("simulated I/O error")
+        return real(ds, start, values)
+
+    monkeypatch.setattr(store_module, "_resize_write", fail_on_third)
+    with pytest.raises(OSError, match="simulated"):
+        store.append(path, small_set)
+    monkeypatch.undo()
+    with h5py.File(path) as f:  # nothing half-written is left past the committed rows
+        assert f["n_atoms"].shape[0] == f["cell"].shape[0] == 3
+        assert f["numbers"].shape[0] == f["positions"].shape[0] == int(small_set.n_atoms.sum())
+    assert_sets_equal(store.read(path), small_set)
+    assert store.append(path, small_set) == 6
+
+
+def test_second_writer_is_refused_and_new_files_get_normal_permissions(tmp_path, small_set):
+    old = os.umask(0o022)
+    try:
+        path = store.write(tmp_path / "d.h5", small_set)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
+    before = digest(path)
+    with h5py.File(path, "a"):  # another writer holds the file
+        with pytest.raises(DataError, match="open for writing by another process"):
+            store.append(path, small_set)
+    assert digest(path) == before
+
+
+def test_guarded_writer_refuses_what_the_disk_cannot_hold(tmp_path, small_set, monkeypatch):
+    """The free-space bound is checked before HDF5 opens the file (here: a filesystem
+    without fallocate reporting 1 KiB free)."""
+    import errno
+
+    from capml.data import store as store_module
+
+    path = store.write(tmp_path / "d.h5", small_set)
+    before = digest(path)
+
+    def no_fallocate(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_fallocate)
+    monkeypatch.setattr(store_module, "free_bytes", lambda p: 1024)
+    with pytest.raises(store_module.DiskFullError, match=r"d\.h5: not enough free space to "
+                       r"append 3 structures: needs about \d+ bytes, 1024 bytes free"):
+        store.append(path, small_set)
+    assert digest(path) == before
