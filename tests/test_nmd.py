@@ -103,7 +103,7 @@ def test_average_displacement_tells_oscillation_about_the_reference_from_leaving
 
 
 def test_no_stability_verdict_for_a_run_that_left_its_reference():
-    from capml.tasks.renormalised_phonons import verdict
+    from capml.analysis.stabilisation import verdict
 
     row = {"n_imaginary_harmonic": 48, "n_imaginary_renormalised": 0, "temperature": 300.0,
            "average_displacement_a": 0.05, "max_average_displacement_a": 0.3}

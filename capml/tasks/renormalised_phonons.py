@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from capml.analysis import nmd
+from capml.analysis.stabilisation import plot_spectra, verdict
 from capml.simulation import phonons
 from capml.simulation.phonopy_io import load_phonopy, map_atoms, save_phonopy, supercell_atoms
 from capml.simulation.trajectory import (
@@ -28,6 +29,7 @@ from capml.simulation.trajectory import (
     force_constants_file,
     read_trajectories,
 )
+from capml.utils.config import plain
 
 log = logging.getLogger(__name__)
 
@@ -90,53 +92,6 @@ def analyse_trajectory(traj, phonon, t) -> tuple[dict, pd.DataFrame, nmd.Renorma
     return row, table, fit, renorm
 
 
-def verdict(row: dict) -> str:
-    h, r = row["n_imaginary_harmonic"], row["n_imaginary_renormalised"]
-    if row["average_displacement_a"] > row["max_average_displacement_a"]:
-        return (f"left the reference structure: time-averaged displacement "
-                f"{row['average_displacement_a']:.2f} A (RMS) > "
-                f"{row['max_average_displacement_a']:g} A, so its harmonic modes do not "
-                "describe the motion and the frequencies are not renormalised phonons of it")
-    if h == 0:
-        return "harmonically stable"
-    if r == 0:
-        return f"dynamically stabilised: all {h} imaginary harmonic Gamma modes are real at " \
-               f"{row['temperature']:g} K"
-    return f"unstable: {r} of {h} imaginary harmonic Gamma modes stay imaginary or unfitted"
-
-
-def plot_spectra(fit: nmd.Renormalised, path: Path, title: str, n_show: int = 12) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    shown = np.where(fit.fitted)[0]
-    shown = shown[np.linspace(0, len(shown) - 1, min(n_show, len(shown))).astype(int)] \
-        if len(shown) else shown
-    fmax = np.nanmax(np.abs(fit.harmonic)) * 1.3
-    for k, nu in enumerate(shown):
-        p = fit.spectra[nu] / fit.spectra[nu].max()
-        ax.plot(fit.spectrum_frequencies, p + k, lw=0.7, color=f"C{k % 10}")
-        ax.plot([fit.frequencies[nu]] * 2, [k, k + 1], color=f"C{k % 10}", lw=0.8, ls=":")
-    ax.set(xlim=(0, fmax), xlabel="frequency (THz)", ylabel="mode power spectrum (offset)",
-           title=title)
-    ok = fit.fitted
-    bx.errorbar(fit.harmonic[ok], fit.frequencies[ok], yerr=fit.frequency_errors[ok], fmt="o",
-                ms=3, label="renormalised")
-    bx.errorbar(fit.harmonic[ok], fit.linewidths[ok], yerr=fit.linewidth_errors[ok], fmt="s",
-                ms=3, label="linewidth (FWHM)")
-    lim = [min(0, np.nanmin(fit.harmonic)), fmax]
-    bx.plot(lim, lim, "k--", lw=0.6)
-    bx.set(xlabel="harmonic frequency (THz)", ylabel="THz")
-    bx.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
-
-
 def run(cfg: DictConfig) -> Path:
     t = cfg.task
     out = Path(t.output_dir)
@@ -150,7 +105,7 @@ def run(cfg: DictConfig) -> Path:
         sub.mkdir(parents=True, exist_ok=True)
         table.to_csv(sub / "modes.csv", index=False)
         save_phonopy(renorm, sub / "phonopy_renormalised.yaml")
-        result = phonons.analyse(renorm, mesh=_plain(t.mesh), npoints=int(t.npoints),
+        result = phonons.analyse(renorm, mesh=plain(t.mesh), npoints=int(t.npoints),
                                  tolerance=float(t.tolerance))
         phonons.plot(result, sub / "band_dos.png",
                      title=f"{traj.name}: renormalised at {traj.temperature:g} K")
@@ -166,7 +121,3 @@ def run(cfg: DictConfig) -> Path:
                                                    "n_imaginary_renormalised", "mean_shift_thz",
                                                    "median_linewidth_thz"]].to_string(index=False))
     return out / "stabilisation.csv"
-
-
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from capml.tasks.thermal_gap import markdown
+from capml.utils.tables import markdown
 
 log = logging.getLogger(__name__)
 

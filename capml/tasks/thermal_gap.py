@@ -32,6 +32,7 @@ from capml.simulation.trajectory import (
     read_trajectories,
 )
 from capml.utils.seeds import seed_of
+from capml.utils.tables import markdown
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,6 @@ def quantum_row(traj, phonon, predictor, t, seed: int) -> dict:
     row = thermal_gap.sample_renormalisation(gaps[1:], gaps[0])
     return {"name": traj.name, "source": traj.source, "x": traj.x,
             "temperature": traj.temperature, "method": "thermal_displacements", **row}
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A pipe table (pandas' to_markdown needs tabulate, which capml does not pin)."""
-    cells = [list(map(str, table.columns))] + table.astype(str).values.tolist()
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("---" for _ in table.columns) + "|")
-    return "\n".join(lines) + "\n"
 
 
 def run(cfg: DictConfig) -> Path:
