@@ -275,21 +275,24 @@ def test_cli_refuses_before_compute_and_help_lists_tasks(tmp_path):
     --help of each names every task and gives examples."""
     from capml.tasks import TASKS
 
-    def cli(script, *args):
-        return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
-                              text=True, check=False, timeout=120)
-
-    bad = cli("simulate.py", "task=md", "task.timestep_fs=0", f"hydra.run.dir={tmp_path}/md")
-    assert bad.returncode == 1 and "task.timestep_fs = 0" in bad.stderr
-    assert "Traceback" not in bad.stderr and not list((tmp_path / "md").glob("*.h5"))
+    calls = {"bad": ("simulate.py", "task=md", "task.timestep_fs=0",
+                     f"hydra.run.dir={tmp_path}/md"),
+             "none": ("analyze.py", f"hydra.run.dir={tmp_path}/none"),
+             **{entry: (f"{entry}.py", "--help") for entry in ("simulate", "analyze", "train")}}
+    procs = {k: subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for k, args in calls.items()}
+    done = {k: (p, *p.communicate(timeout=120)) for k, p in procs.items()}  # in parallel
+    bad, _, err = done["bad"]
+    assert bad.returncode == 1 and "task.timestep_fs = 0" in err
+    assert "Traceback" not in err and not list((tmp_path / "md").glob("*.h5"))
     for entry in ("simulate", "analyze", "train"):
-        shown = cli(f"{entry}.py", "--help")
-        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
-        assert "Examples:" in shown.stdout and f"python {entry}.py" in shown.stdout
+        proc, out, err = done[entry]
+        assert proc.returncode == 0 and "Traceback" not in err, err
+        assert "Examples:" in out and f"python {entry}.py" in out
         for task in TASKS.get(entry, ()):
-            assert f"  {task} " in shown.stdout, f"{entry}.py --help does not list {task}"
-    none = cli("analyze.py", f"hydra.run.dir={tmp_path}/none")
-    assert none.returncode == 1 and "no task chosen: give task=<name>" in none.stderr
+            assert f"  {task} " in out, f"{entry}.py --help does not list {task}"
+    none, _, err = done["none"]
+    assert none.returncode == 1 and "no task chosen: give task=<name>" in err
 
 
 # ------------------------------------------------------------- named errors
