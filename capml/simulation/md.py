@@ -209,7 +209,7 @@ def run(replicas: list[Replica], make_evaluator: Callable[[list[Atoms]], Evaluat
         if isinstance(start, Outcome):
             outcomes[rep.name] = start
         else:
-            starts.append((rep, path, identity, *start))
+            starts.append(start)
     if starts:
         _integrate(starts, make_evaluator, settings, outcomes, t0, config)
     result = [outcomes[n] for n in names]
@@ -228,13 +228,26 @@ def _identity(rep: Replica, settings: LangevinSettings, level: str) -> dict:
             "masses_amu": [float(m) for m in rep.atoms.get_masses()]}
 
 
-def _start(rep, path, identity, settings):
-    """(positions, velocities, step, rng, new) to continue from, or an Outcome when the
-    replica has nothing left to do."""
+@dataclass
+class _Start:
+    """Where one replica continues from."""
+
+    replica: Replica
+    path: Path
+    identity: dict
+    positions: np.ndarray  # A
+    velocities: np.ndarray  # A/fs
+    step: int
+    rng: np.random.Generator
+    new: bool  # no file yet: frame 0 is written first
+
+
+def _start(rep, path, identity, settings) -> _Start | Outcome:
+    """The state to continue from, or an Outcome when the replica has nothing left to do."""
     if not path.exists():
         rng = np.random.default_rng(rep.seed)
         v0 = maxwell_boltzmann(rep.atoms, rep.temperature, rng, settings.zero_momentum)
-        return rep.atoms.positions.copy(), v0, 0, rng, True
+        return _Start(rep, path, identity, rep.atoms.positions.copy(), v0, 0, rng, True)
     status = traj.status(path)
     frame = traj.last_frame(path, identity)
     if status.startswith(traj.BLOWN_UP):
@@ -248,32 +261,33 @@ def _start(rep, path, identity, settings):
                  path)
         return Outcome(rep.name, path, traj.STATUS_FINISHED, frame.step, 0, 0.0)
     log.info("%s: resuming from step %d (%s)", rep.name, frame.step, path)
-    return (frame.positions, frame.velocities, frame.step, traj.rng_from_state(frame.rng_state),
-            False)
+    return _Start(rep, path, identity, frame.positions, frame.velocities, frame.step,
+                  traj.rng_from_state(frame.rng_state), False)
 
 
 def _integrate(starts, make_evaluator, settings: LangevinSettings, outcomes, t0,
                config) -> None:
-    reps = [s[0] for s in starts]
-    info = {s[0].name: {"path": s[1], "identity": s[2], "first_step": s[5], "stored": s[5],
-                        "buffer": []} for s in starts}
-    state = _State(reps, np.concatenate([s[3] for s in starts]),
-                   np.concatenate([s[4] for s in starts]), [s[5] for s in starts],
-                   [s[6] for s in starts], make_evaluator, settings)
+    reps = [s.replica for s in starts]
+    info = {s.replica.name: {"path": s.path, "identity": s.identity, "first_step": s.step,
+                             "stored": s.step, "buffer": []} for s in starts}
+    state = _State(reps, np.concatenate([s.positions for s in starts]),
+                   np.concatenate([s.velocities for s in starts]), [s.step for s in starts],
+                   [s.rng for s in starts], make_evaluator, settings)
     ke, temps = kinetic(state.v, state.c["m"], state.offsets)
-    for r, (rep, path, identity, *_, new) in enumerate(starts):
-        if new:  # frame 0: the Maxwell-Boltzmann start, forces from the batched call above
-            traj.create(path, state.frame(r, ke[r], temps[r]), rep.atoms.numbers,
-                        rep.atoms.cell.array, identity, rep.meta, config)
+    for r, s in enumerate(starts):
+        if s.new:  # frame 0: the Maxwell-Boltzmann start, forces from the batched call above
+            rep = s.replica
+            traj.create(s.path, state.frame(r, ke[r], temps[r]), rep.atoms.numbers,
+                        rep.atoms.cell.array, s.identity, rep.meta, config)
             log.info("%s: started at %g K (Maxwell-Boltzmann draw %.0f K) -> %s", rep.name,
-                     rep.temperature, temps[r], path)
+                     rep.temperature, temps[r], s.path)
     if settings.n_steps == 0:
         for rep in reps:
             traj.set_status(info[rep.name]["path"], traj.STATUS_FINISHED)
             outcomes[rep.name] = Outcome(rep.name, info[rep.name]["path"],
                                          traj.STATUS_FINISHED, 0, 0, 0.0)
         return
-    progress = _Progress(settings.n_steps, [s[5] for s in starts], settings.log_interval_s)
+    progress = _Progress(settings.n_steps, [s.step for s in starts], settings.log_interval_s)
     last_flush = time.perf_counter()
     dt = settings.timestep_fs
     while state is not None:
