@@ -24,6 +24,12 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path):
     return cfg
 
 
+def compose_train_with_hydra(*overrides):
+    """The train config with its ``hydra`` node (launcher, sweeper), as a multirun sees it."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
 @pytest.fixture
 def cfg_factory(tmp_path):
     def make(config_name: str, *overrides: str):

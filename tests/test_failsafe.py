@@ -138,7 +138,7 @@ class StopAfterEpoch(Callback):
 
 @pytest.fixture(scope="module")
 def cells(request, tmp_path_factory):
-    from test_gnn_data import labeled_file
+    from helpers.gnn_data import labeled_file
 
     return labeled_file(request.config.cache.mkdir("capml-gnn"),
                         tmp_path_factory.mktemp("gnn") / "cells.h5")

@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import ROOT
-from test_gnn_data import labeled_file
+from helpers.gnn_data import labeled_file
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +132,9 @@ def test_rank_sweep_lists_jobs_that_died_and_failed_with_their_errors(cfg_factor
                                                                       cells_file, capsys):
     """A job whose data file is missing stops the sweep but leaves its record; a job that
     was killed leaves only .hydra/: both are ranked last and listed with the reason."""
+    from conftest import compose_train_with_hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
-    from test_train import _hydra_cfg
 
     from capml.tasks import dispatch
     from capml.training.run import objective
@@ -143,7 +143,7 @@ def test_rank_sweep_lists_jobs_that_died_and_failed_with_their_errors(cfg_factor
     missing = tmp_path / "moved.h5"
     cfg = cfg_factory("train", f"paths.output_dir={tmp_path / 'sweep' / '1'}",
                       f"data.low_level={missing}", "stage=pretrain")
-    hydra_cfg = _hydra_cfg("hydra.mode=MULTIRUN")
+    hydra_cfg = compose_train_with_hydra("hydra.mode=MULTIRUN")
     with open_dict(hydra_cfg):
         hydra_cfg.hydra.job.num = 1
     HydraConfig.instance().set_config(hydra_cfg)

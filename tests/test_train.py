@@ -1,6 +1,6 @@
 """Band-gap GNN training: configs, the two-stage pipeline, checkpoints, scalers, errors.
 
-Data: ten undisplaced 40-atom cells with real GFN2-xTB gaps (tests/test_gnn_data.py).
+Data: ten undisplaced 40-atom cells with real GFN2-xTB gaps (tests/helpers/gnn_data.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_train_with_hydra
+from helpers.gnn_data import labeled_file
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
-from test_gnn_data import labeled_file
 
 from capml import data as store
 from capml.data import DataError
@@ -75,17 +75,10 @@ def test_every_config_group_composes(cfg_factory):
     assert cfg_factory("train", "model=mace").model.kind == "mace"  # train.py's MACE branch
 
 
-def _hydra_cfg(*overrides):
-    from conftest import CONFIGS
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
-
-
 def test_sweep_configs_compose():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    grid = _hydra_cfg("sweep=paper_grid")
+    grid = compose_train_with_hydra("sweep=paper_grid")
     params = grid.hydra.sweeper.params
     parser = OverridesParser.create()
     sizes = [len(list(o.sweep_string_iterator()))
@@ -93,9 +86,9 @@ def test_sweep_configs_compose():
     assert math.prod(sizes) == 480
     assert list(grid.stage.steps) == ["pretrain"]
     assert grid.stage.steps.pretrain.max_epochs == 600 and grid.data.batch_size == 128
-    smoke = _hydra_cfg("sweep=smoke")
+    smoke = compose_train_with_hydra("sweep=smoke")
     assert smoke.stage.steps.pretrain.max_epochs <= 5
-    optuna = _hydra_cfg("sweep=optuna")
+    optuna = compose_train_with_hydra("sweep=optuna")
     assert optuna.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert optuna.hydra.sweeper.direction == "minimize"
     assert set(optuna.hydra.sweeper.params) >= {"model.lr", "model.hidden", "model.dropout",
@@ -106,7 +99,7 @@ def test_sweep_configs_compose():
 @pytest.mark.parametrize("launcher,target", [("joblib", "JoblibLauncher"),
                                              ("submitit_slurm", "SlurmLauncher")])
 def test_launchers_compose(launcher, target):
-    cfg = _hydra_cfg("sweep=smoke", f"hydra/launcher={launcher}")
+    cfg = compose_train_with_hydra("sweep=smoke", f"hydra/launcher={launcher}")
     assert cfg.hydra.launcher._target_.endswith(target)
 
 
@@ -320,7 +313,7 @@ def test_failed_trial_returns_inf_in_a_multirun(cfg_factory, data_file, tmp_path
                      "stage.steps.pretrain.freeze_layers=5")
     with pytest.raises(ValueError, match="freeze_layers=5"):
         objective(cfg)  # a single run raises
-    hydra_cfg = _hydra_cfg("hydra.mode=MULTIRUN")
+    hydra_cfg = compose_train_with_hydra("hydra.mode=MULTIRUN")
     with open_dict(hydra_cfg):
         hydra_cfg.hydra.job.num = 0
         hydra_cfg.hydra.runtime.output_dir = str(tmp_path)
