@@ -2,9 +2,13 @@
 
 The paper's Eqs. 2-4: the mass-weighted velocities of an MD run are projected
 onto the harmonic eigenvectors, the power spectrum of each projection is
-computed, and a Lorentzian fitted to each spectrum gives the mode's
-renormalised frequency omega(T) (peak centre) and linewidth Gamma(T) (full
-width at half maximum), both in THz (cycles per ps).
+computed, and one line fitted to each spectrum gives the mode's renormalised
+frequency omega(T) and linewidth Gamma(T) (full width at half maximum), both in
+THz (cycles per ps). The default line is a damped harmonic oscillator's, exact
+for a Langevin-damped mode and peaked at its frequency (a Lorentzian, the other
+profile, is DynaPhoPy's). The fit is maximum likelihood on the raw periodogram
+of the whole run with the finite length modelled exactly, so the widths carry no
+window broadening and the reported errors are the likelihood's.
 
 Modes are those of the MD cell itself, i.e. the Gamma-point modes of the
 supercell's dynamical matrix. For an ordered supercell of a primitive cell
@@ -295,7 +299,7 @@ def fit_peak(f: np.ndarray, p: np.ndarray, dt_fs: float, n: int, guess: float | 
         x, y = f[near], p[near]
         v0, b_max = max(2 * float(np.sum(y)) / n, 1e-300), 1e3 * float(np.mean(y))
         bounds = np.array([(max(x.min(), 0.5 * df), x.max()),
-                           (0.05 * df, 10 * (x.max() - x.min())), (1e-4 * v0, 1e4 * v0),
+                           (1e-3 * df, 10 * (x.max() - x.min())), (1e-4 * v0, 1e4 * v0),
                            (-b_max, b_max)])  # a signed nuisance: unbiased at 0
         params = _whittle_fit(x, y, dt_fs, n, n_averaged, profile,
                               [params[0], params[1], v0, 1e-6 * b_max], bounds)
