@@ -35,7 +35,7 @@ def test_dispatch_refuses_a_task_of_the_other_entry_point(cfg_factory):
 def test_a_task_config_without_target_or_with_a_bad_entry_is_named(tmp_path):
     (tmp_path / "task").mkdir()
     (tmp_path / "task" / "odd.yaml").write_text("name: odd\nentry: train\n")
-    with pytest.raises(ValueError, match=r"task=odd: entry = 'train'"):
+    with pytest.raises(ValueError, match=r"odd.yaml: task=odd: entry = 'train'"):
         task_configs(tmp_path)
     cfg = OmegaConf.create({"task": {"name": "odd", "entry": "simulate"}})
     with pytest.raises(ValueError, match="task=odd: the task config names no _target_"):

@@ -35,7 +35,11 @@ def task_configs(config_dir=None) -> dict[str, dict[str, str]]:
     out = {e: {} for e in ENTRIES}
     for path in sorted((root / "task").glob("*.yaml")):
         cfg = OmegaConf.load(path)
-        for entry in entries_of(cfg):
+        try:
+            entries = entries_of(cfg)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        for entry in entries:
             out[entry][path.stem] = str(cfg.get("_target_"))
     return out
 
