@@ -65,6 +65,8 @@ def test_error_metrics_agree_with_torchmetrics():
     assert m["max"] == pytest.approx(np.abs(pred - ref).max())
     with pytest.raises(ValueError, match="differ in size"):
         mp.error_metrics(ref, pred[:-1])
+    single = mp.error_metrics([1.0], [1.5])  # no spread: R^2 undefined, NaN as in GNN metrics
+    assert np.isnan(single["r2"]) and single["mae"] == pytest.approx(0.5)
 
 
 def test_parity_metrics_units():

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from capml.analysis.statistics import error_metrics
+
 # name -> (reference units, factor to the units the errors are reported in, those units)
 QUANTITIES = {
     "energy": ("eV/atom", 1e3, "meV/atom"),
@@ -42,20 +44,6 @@ def predict(calc, atoms_list) -> dict[str, np.ndarray]:
         stress.append(atoms.get_stress(voigt=True))
     return {"energy": np.array(energy), "forces": np.concatenate(forces),
             "stress": np.concatenate(stress)}
-
-
-def error_metrics(reference, predicted) -> dict[str, float]:
-    """MAE, RMSE, largest absolute error (units of the inputs) and R^2 of ``predicted``
-    (None when the reference has no spread, e.g. a single energy)."""
-    ref = np.asarray(reference, dtype=float).reshape(-1)
-    pred = np.asarray(predicted, dtype=float).reshape(-1)
-    if ref.shape != pred.shape or ref.size == 0:
-        raise ValueError(f"parity arrays differ in size or are empty ({ref.size} vs {pred.size})")
-    err = pred - ref
-    ss_tot = float(np.sum((ref - ref.mean()) ** 2))
-    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
-            "max": float(np.max(np.abs(err))),
-            "r2": float(1.0 - np.sum(err ** 2) / ss_tot) if ss_tot > 0 else None}
 
 
 def parity_metrics(reference: dict, predicted: dict) -> dict[str, dict[str, float]]:
@@ -193,4 +181,4 @@ def _dispersion(ax, band: dict, color, style, label) -> None:
 
 
 def _r2_text(r2) -> str:
-    return "" if r2 is None else f"\nR$^2$ {r2:.4f}"
+    return f"\nR$^2$ {r2:.4f}" if np.isfinite(r2) else ""

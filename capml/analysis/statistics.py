@@ -1,4 +1,5 @@
-"""Means of correlated time series (MD observables) with honest error bars.
+"""Means of correlated time series (MD observables) with honest error bars, and the
+error metrics of predictions against references.
 
 The standard error of the mean of N correlated samples is
 sigma * sqrt(2 tau_int / N), with tau_int the integrated autocorrelation time
@@ -59,3 +60,17 @@ def mean_with_error(x: np.ndarray, c: float = 5.0) -> MeanEstimate:
     tau = integrated_autocorrelation_time(x, c)
     std = float(x.std(ddof=1))
     return MeanEstimate(float(x.mean()), std * np.sqrt(2.0 * tau / len(x)), std, tau, len(x))
+
+
+def error_metrics(reference, predicted) -> dict[str, float]:
+    """MAE, RMSE, largest absolute error (units of the inputs) and R^2 of ``predicted``
+    (NaN when the reference has no spread, e.g. a single energy)."""
+    ref = np.asarray(reference, dtype=float).reshape(-1)
+    pred = np.asarray(predicted, dtype=float).reshape(-1)
+    if ref.shape != pred.shape or ref.size == 0:
+        raise ValueError(f"parity arrays differ in size or are empty ({ref.size} vs {pred.size})")
+    err = pred - ref
+    ss_tot = float(np.sum((ref - ref.mean()) ** 2))
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
+            "max": float(np.max(np.abs(err))),
+            "r2": float(1.0 - np.sum(err ** 2) / ss_tot) if ss_tot > 0 else float("nan")}
