@@ -66,6 +66,14 @@ def net_config(model_cfg) -> dict:
             "head_hidden": int(model_cfg.head_hidden)}
 
 
+def _step_split(cfg, step):
+    """``data.split`` with the step's own ``train_size`` where it sets one (a learning curve
+    subsamples the high-level steps only)."""
+    if step.get("train_size") is None:
+        return cfg.data.split
+    return OmegaConf.merge(cfg.data.split, {"train_size": int(step.train_size)})
+
+
 def check_steps(cfg) -> None:
     """Fail before any training if a step's config or data file is unusable."""
     names = list(cfg.stage.steps)
@@ -165,7 +173,7 @@ def run_step(cfg, name: str, step, out: Path, previous: dict[str, StepResult]) -
     dm = BandGapDataModule(
         path, element_table=table, cutoff=cutoff,
         batch_size=int(step.get("batch_size") or cfg.data.batch_size),
-        split=cfg.data.split, num_workers=int(cfg.data.num_workers),
+        split=_step_split(cfg, step), num_workers=int(cfg.data.num_workers),
         graph_cache=bool(cfg.data.graph_cache), min_labeled=int(cfg.data.min_labeled),
         seed=int(cfg.seed), scalers=scalers, refit_target=step.target_scaler == "refit",
         system=_system(cfg) if cfg.data.split.get("group_by") else None)
