@@ -62,3 +62,19 @@ def test_collect_reads_jobs_and_leaves_out_failed_ones(tmp_path, caplog):
     assert "2: FileNotFoundError: missing.h5" in caplog.text
     with pytest.raises(FileNotFoundError, match="no such multirun directory"):
         collect(tmp_path / "nope")
+
+
+def test_step_train_size_subsamples_the_high_level_steps_only(cfg_factory, tmp_path, request):
+    from capml.training.run import run
+    from helpers.gnn_data import labeled_file
+
+    path = labeled_file(request.config.cache.mkdir("capml-gnn"), tmp_path / "cells.h5")
+    cfg = cfg_factory("train", "experiment=learning_curve", f"data.low_level={path}",
+                      f"data.high_level={path}", "data.min_labeled=5", "logger=none",
+                      "trainer=debug", "high_level_train_size=6")
+    run(cfg)
+    counts = {k: v["counts"] for k, v in
+              json.loads((tmp_path / "metrics.json").read_text())["steps"].items()}
+    assert counts["finetune"]["train"] == counts["scratch"]["train"] == 6
+    assert counts["pretrain"]["train"] > 6  # the low-level step keeps its whole split
+    assert counts["finetune"]["test"] == counts["pretrain"]["test"]  # test split untouched
