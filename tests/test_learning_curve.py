@@ -65,8 +65,9 @@ def test_collect_reads_jobs_and_leaves_out_failed_ones(tmp_path, caplog):
 
 
 def test_step_train_size_subsamples_the_high_level_steps_only(cfg_factory, tmp_path, request):
-    from capml.training.run import run
     from helpers.gnn_data import labeled_file
+
+    from capml.training.run import run
 
     path = labeled_file(request.config.cache.mkdir("capml-gnn"), tmp_path / "cells.h5")
     cfg = cfg_factory("train", "experiment=learning_curve", f"data.low_level={path}",
