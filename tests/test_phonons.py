@@ -182,3 +182,6 @@ def test_force_constants_task_equals_serial_phonopy_on_emt(cfg_factory, tmp_path
         np.testing.assert_allclose(full_force_constants(ours), ref.force_constants,
                                    atol=1e-10)
         assert np.abs(ref.force_constants).max() > 1.0  # eV/A^2: a real, non-trivial matrix
+        assert path.with_suffix(".png").stat().st_size > 0
+    verdicts = pd.read_csv(paths[0].parent / "emt_stability.csv")
+    assert list(verdicts["x"]) == [0.0, 1.0] and verdicts["verdict"].str.contains("stable").all()
