@@ -1,15 +1,17 @@
-"""``python train.py model=mace``: a MACE potential from the low-level data, through mace-torch's
-own trainer (``mace.cli.run_train``, run in a subprocess because it sets torch's global dtype).
+"""``python train.py -cn train_mace``: a MACE potential from the low-level data, through
+mace-torch's own trainer (``mace.cli.run_train``, run in a subprocess because it sets torch's
+global dtype).
 
 Steps: labeled rows of ``cfg.data.low_level`` (label_status ok, finite energy, forces,
-stress) -> a train/valid/test split (the file's stored split, else seeded and stratified
-by composition and method, ``capml.data.splits``) -> extxyz with mace's REF_ keys -> E0s ->
-``mace_run_train`` from a foundation model (``model.foundation``: mace_mp name or local
-file) or from scratch (``model.foundation=null``) -> checks that what ran is what was asked
-(multihead replay on/off, loss and stress weight, foundation) -> held-out metrics of the
-starting and the trained model -> ``<name>.model``, ``<name>.yaml`` (what was trained, on
-what, how long) and ``<name>_metrics.json`` in the run directory, copied to
-``model.export_dir`` when set (the bundled demo potential is made that way).
+stress) -> a train/valid/test split (``data.split``, ``capml.data.splits.resolve_split``:
+the file's stored split, else seeded and stratified by composition and method) -> extxyz
+with mace's REF_ keys -> E0s -> ``mace_run_train`` from a foundation model
+(``model.foundation``: mace_mp name or local file) or from scratch
+(``model.foundation=null``) -> checks that what ran is what was asked (multihead replay
+on/off, loss and stress weight, foundation) -> held-out metrics of the starting and the
+trained model -> ``<name>.model``, ``<name>.yaml`` (what was trained, on what, how long)
+and ``<name>_metrics.json`` in the run directory, copied to ``model.export_dir`` when set
+(the bundled demo potential is made that way).
 
 E0s (isolated-atom reference energies). In these data every cell has the same Ag:S ratio
 (Ag24 S8 X8), so the least-squares ``average`` E0s are rank deficient: only two combinations
@@ -278,30 +280,14 @@ def run(cfg: DictConfig) -> float:
     work = out / "mace"
     work.mkdir(parents=True, exist_ok=True)
     foundation = resolve_foundation(mcfg.foundation)
-
-    source = Path(cfg.data.low_level)
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such data file (cfg.data.low_level)")
-    data = labeled(read(source))
-    parts = split_data(data, SplitSettings.from_config(cfg.data.split), source)
-    log.info("%s: %d labeled structures -> train %d, valid %d, test %d", source, len(data),
-             *(len(parts[k]) for k in SPLITS))
+    source, data, parts = _training_data(cfg)
     files = {k: write_extxyz(work / f"{k}.xyz", for_mace(parts[k]))
              for k in SPLITS if len(parts[k])}
     e0_arg, e0_method, _ = e0s_argument(mcfg.e0s, parts["train"], foundation,
                                         lambda: instantiate(mcfg.e0s_calculator),
                                         read_attrs(source))
-
     wandb_opts, env = wandb_options(cfg.get("logger"), out)
-    options = {**OmegaConf.to_container(mcfg.mace, resolve=True), **wandb_opts,
-               "name": mcfg.name, "seed": int(cfg.seed), "work_dir": str(work),
-               "device": mcfg.device, "default_dtype": mcfg.dtype,
-               "train_file": str(files["train"]), "valid_file": str(files["val"]),
-               "test_file": str(files["test"]) if "test" in files else None,
-               "E0s": e0_arg, "foundation_model": foundation,
-               "multiheads_finetuning": bool(mcfg.multihead_finetuning) if foundation else None,
-               "pt_train_file": mcfg.pt_train_file, "save_cpu": mcfg.device != "cpu"}
-    argv = trainer_args(options)
+    argv = trainer_args(_trainer_options(cfg, work, files, e0_arg, foundation, wandb_opts))
     log.info("mace_run_train %s", " ".join(argv))
     seconds = run_trainer(argv, out / "mace_train.log", env)
     log.info("training took %.0f s", seconds)
@@ -314,23 +300,58 @@ def run(cfg: DictConfig) -> float:
     ran = verify_run((out / "mace_train.log").read_text(), list(getattr(module, "heads", [])),
                      mcfg)
     metrics = evaluate_splits(parts, model_path, foundation, mcfg.device, mcfg.dtype, out)
+    record = {"model": mace_models.describe(module),
+              "training": _training_record(cfg, source, data, parts, e0_method, ran, seconds,
+                                           argv),
+              "config": OmegaConf.to_container(mcfg, resolve=True),
+              "ids": {k: [str(i) for i in parts[k].meta["id"]] for k in SPLITS}}
+    _write_outputs(mcfg, out, model_path, record, metrics)
+    log.info("held-out (test) metrics of %s: %s", model_path,
+             json.dumps(metrics.get("test", {}).get("trained", {})))
+    return float(metrics["val"]["trained"]["forces"]["mae"])
 
-    record = {
-        "model": mace_models.describe(module),
-        "training": {
-            "command": _command_line(), "data": _relative(source, cfg.paths.root_dir),
+
+def _training_data(cfg) -> tuple[Path, StructureSet, dict[str, StructureSet]]:
+    """(file, labeled rows, their train/val/test parts) of ``cfg.data.low_level``."""
+    source = Path(cfg.data.low_level)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such data file (cfg.data.low_level)")
+    data = labeled(read(source))
+    parts = split_data(data, SplitSettings.from_config(cfg.data.split), source)
+    log.info("%s: %d labeled structures -> train %d, valid %d, test %d", source, len(data),
+             *(len(parts[k]) for k in SPLITS))
+    return source, data, parts
+
+
+def _trainer_options(cfg, work: Path, files: dict, e0_arg, foundation, wandb_opts) -> dict:
+    """mace_run_train's options: the ``model.mace`` block plus files, E0s, foundation."""
+    mcfg = cfg.model
+    return {**OmegaConf.to_container(mcfg.mace, resolve=True), **wandb_opts,
+            "name": mcfg.name, "seed": int(cfg.seed), "work_dir": str(work),
+            "device": mcfg.device, "default_dtype": mcfg.dtype,
+            "train_file": str(files["train"]), "valid_file": str(files["val"]),
+            "test_file": str(files["test"]) if "test" in files else None,
+            "E0s": e0_arg, "foundation_model": foundation,
+            "multiheads_finetuning": bool(mcfg.multihead_finetuning) if foundation else None,
+            "pt_train_file": mcfg.pt_train_file, "save_cpu": mcfg.device != "cpu"}
+
+
+def _training_record(cfg, source, data, parts, e0_method, ran, seconds, argv) -> dict:
+    """What was trained, on what, how long: the 'training' block of ``<name>.yaml``."""
+    return {"command": _command_line(), "data": _relative(source, cfg.paths.root_dir),
             "n_labeled": len(data), "n_train": len(parts["train"]),
             "n_valid": len(parts["val"]), "n_test": len(parts["test"]),
-            "foundation": mcfg.foundation, "e0s_method": e0_method,
+            "foundation": cfg.model.foundation, "e0s_method": e0_method,
             "e0s_eV": {chemical_symbols[z]: v for z, v in (ran["e0s"] or {}).items()},
             "multihead_finetuning": ran["multihead_finetuning"], "loss": ran["loss"],
             "seconds": round(seconds, 1), "seed": int(cfg.seed),
             "mace_version": import_mace("mace.__version__").__version__,
-            "trainer_args": argv,
-        },
-        "config": OmegaConf.to_container(mcfg, resolve=True),
-        "ids": {k: [str(i) for i in parts[k].meta["id"]] for k in SPLITS},
-    }
+            "trainer_args": argv}
+
+
+def _write_outputs(mcfg, out: Path, model_path: Path, record: dict, metrics: dict) -> None:
+    """``<name>.yaml`` and ``<name>_metrics.json`` beside the model, copied with it to
+    ``model.export_dir`` when set."""
     written = [model_path, out / f"{mcfg.name}.yaml", out / f"{mcfg.name}_metrics.json"]
     written[1].write_text(yaml.safe_dump(record, sort_keys=False))
     written[2].write_text(json.dumps(metrics, indent=2))
@@ -340,10 +361,6 @@ def run(cfg: DictConfig) -> float:
         for f in written:
             shutil.copyfile(f, dest / f.name)
         log.info("exported %s to %s", [f.name for f in written], dest)
-    log.info("held-out (test) metrics of %s: %s", model_path,
-             json.dumps(metrics.get("test", {}).get("trained", {})))
-    val_force = metrics["val"]["trained"]["forces"]["mae"]
-    return float(val_force)
 
 
 def resolve_foundation(foundation) -> str | None:
