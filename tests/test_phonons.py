@@ -5,6 +5,7 @@ calculator, and the phonons task's outputs."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
@@ -101,7 +102,6 @@ def test_phonons_task_writes_force_constants_verdict_and_figure(cfg_factory, tmp
                                 "task.compositions=[1.0]", "task.mesh=[4,4,4]",
                                 "task.npoints=11"))
     dispatch("simulate", cfg)
-    import pandas as pd
 
     table = pd.read_csv(tmp_path / "stability.csv")
     assert list(table["id"]) == ["x1.0000-random"]
@@ -146,7 +146,6 @@ def test_a_failed_relaxation_does_not_abort_a_multi_structure_phonon_run(cfg_fac
                                 "task.supercell_matrix=[2,2,2]", "task.mesh=[4,4,4]",
                                 "task.npoints=5"))
     dispatch("simulate", cfg)
-    import pandas as pd
 
     table = pd.read_csv(tmp_path / "stability.csv").set_index("id")
     assert list(table.index) == ["li", "cu"]
