@@ -22,10 +22,10 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from capml import data as store  # noqa: E402
-from capml.data.interchange import write_extxyz  # noqa: E402
-from capml.sampling.generate import generate, load_end_members  # noqa: E402
-from capml.structures import System  # noqa: E402
+from capml import data as store
+from capml.data.interchange import write_extxyz
+from capml.sampling.generate import generate, load_end_members
+from capml.structures import System
 
 
 def median_time(fn, repeats):

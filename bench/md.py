@@ -44,7 +44,7 @@ from capml.structures import System
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers.mace import build_mace  # noqa: E402  (after the sys.path entry)
+from helpers.mace import build_mace
 
 
 def structures(n: int, seed: int = 0):
