@@ -163,3 +163,19 @@ def test_relaxation_falls_back_to_other_settings_and_records_failures():
     data = relaxed_set([res, recorded], [cu, cu], "emt")
     assert np.isfinite(data.labels["energy"][0]) and np.isnan(data.labels["energy"][1])
     assert data.meta["relax_note"][1].startswith("failed: default: SCF") and data.meta["converged"][1] == 0
+
+
+def test_one_relax_block_for_relax_enumerate_and_phonons(cfg_factory):
+    """The relax keys come from configs/relax/default.yaml in every task that relaxes;
+    a task overrides only what it must (enumerate and phonons keep the space group)."""
+    from capml.simulation.relax import RelaxSettings
+
+    got = {t: RelaxSettings.from_config(cfg_factory("simulate", f"task={t}",
+                                                    "task.fmax=0.02").task)
+           for t in ("relax", "enumerate", "phonons")}
+    assert got["relax"] == RelaxSettings(fmax=0.02)
+    assert got["enumerate"] == got["phonons"] == RelaxSettings(fmax=0.02, keep_symmetry=True)
+    for bad, key in (({"cell_filter": "nope"}, "cell_filter"), ({"fmax": 0.0}, "fmax"),
+                     ({"rattle": -0.1}, "rattle")):
+        with pytest.raises(ValueError, match=f"relax: {key} = "):
+            RelaxSettings(**bad)
