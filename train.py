@@ -1,4 +1,5 @@
-"""Model training. Usage: python train.py [model=gnn|gnn_paper|mace] [stage=...] [-m sweep=...]"""
+"""Model training. Usage: python train.py [model=gnn|gnn_paper] [stage=...] [-m sweep=...];
+the MACE potential: python train.py -cn train_mace"""
 
 import os
 import sys
