@@ -299,7 +299,7 @@ def fit_peak(f: np.ndarray, p: np.ndarray, dt_fs: float, n: int, guess: float | 
         x, y = f[near], p[near]
         v0, b_max = max(2 * float(np.sum(y)) / n, 1e-300), 1e3 * float(np.mean(y))
         bounds = np.array([(max(x.min(), 0.5 * df), x.max()),
-                           (1e-3 * df, 10 * (x.max() - x.min())), (1e-4 * v0, 1e4 * v0),
+                           (1e-3 * df, 10 * (x.max() - x.min())), (1e-3 * v0, 10 * v0),
                            (-b_max, b_max)])  # a signed nuisance: unbiased at 0
         params = _whittle_fit(x, y, dt_fs, n, n_averaged, profile,
                               [params[0], params[1], v0, 1e-6 * b_max], bounds)
@@ -311,8 +311,11 @@ def fit_peak(f: np.ndarray, p: np.ndarray, dt_fs: float, n: int, guess: float | 
         cov = np.linalg.inv(n_averaged * (jac / m) @ (jac / m).T)
     except np.linalg.LinAlgError as err:
         raise RuntimeError("singular Fisher information") from err
-    corrected = params - n_averaged * _bias(x, dt_fs, n, params, profile, m, jac, cov, free)
-    return np.maximum(corrected, bounds[:, 0]), np.sqrt(np.clip(np.diag(cov), 0, None))
+    errors = np.sqrt(np.clip(np.diag(cov), 0, None))
+    bias = n_averaged * _bias(x, dt_fs, n, params, profile, m, jac, cov, free)
+    if np.all(np.abs(bias[:2]) <= errors[:2]):  # else outside the expansion's validity
+        params = np.maximum(params - bias, bounds[:, 0])  # (a line narrower than a bin)
+    return params, errors
 
 
 def renormalise(velocities: np.ndarray, modes: Modes, dt_fs: float, n_segments: int = 1,
