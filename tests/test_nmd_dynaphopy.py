@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from helpers.dynaphopy_link import dynaphopy_renormalise
+from helpers.dynaphopy_link import dynaphopy_renormalise, on_modes
 from helpers.synthetic import cartesian_velocities, langevin_mode_velocities
 
 from capml.analysis import nmd
@@ -49,10 +49,15 @@ def group_means(harmonic, values, groups_of):
 
 
 @pytest.fixture(scope="module")
-def analysed():
+def copper():
     cu = bulk("Cu", "fcc", a=3.6)
-    phonon = phonons.force_constants(cu, lambda cells: make_evaluator(cells, EMT),
-                                     supercell_matrix=[2, 2, 2], primitive_matrix="P")
+    return phonons.force_constants(cu, lambda cells: make_evaluator(cells, EMT),
+                                   supercell_matrix=[2, 2, 2], primitive_matrix="P")
+
+
+@pytest.fixture(scope="module")
+def analysed(copper):
+    phonon = copper
     modes = nmd.modes_from_phonopy(phonon)
     harmonic = np.abs(modes.frequencies)
     moving = harmonic > 0.05
@@ -88,7 +93,7 @@ def test_renormalised_frequencies_and_linewidths_agree(analysed):
     their_f, their_w = group_means(harmonic, freq, groups), group_means(harmonic, width, groups)
 
     # Centres. A Lorentzian fitted to a damped-oscillator line sits high by about
-    # 2 FWHM^2 / f in capml's +-6 FWHM likelihood window (0.02-0.035 THz here) and by
+    # 2 FWHM^2 / f in capml's +-8 FWHM likelihood window (0.02-0.035 THz here) and by
     # < 0.01 THz in DynaPhoPy's whole-range least squares, which the peak top dominates;
     # a group's centre scatters by ~0.01 THz (200 ps, 3-8 modes). Hence 0.08 THz between
     # the codes and from the truth (the true shifts are 0.10-0.24 THz; over seeds 0-9 the
@@ -111,3 +116,31 @@ def test_renormalised_frequencies_and_linewidths_agree(analysed):
     assert ours_mean == pytest.approx(mean_true, rel=0.15)
     assert their_mean == pytest.approx(mean_true, rel=0.15)
     assert ours_mean == pytest.approx(their_mean, rel=0.15)
+
+
+def test_default_fit_is_at_least_as_accurate_as_dynaphopy(copper):
+    """Four seeded 50 ps trajectories (the paper's length) analysed by both codes: capml's
+    default damped-oscillator fit of the whole-run periodogram is closer to the true
+    centres than DynaPhoPy's Lorentzian fits, on average and at worst over the 16 groups
+    (seeds 0-5 at 50 ps: capml 0.006-0.012 THz on average, DynaPhoPy 0.007-0.029), and its
+    mean width is the truth's within 5 % (84 modes; DynaPhoPy's, taper removed: 0.93-1.10)."""
+    modes = nmd.modes_from_phonopy(copper)
+    h = modes.frequencies
+    moving = np.abs(h) > 0.05
+    f_true, w_true = 0.97 * np.abs(h), 0.05 + 0.04 * np.abs(h)
+    ours_err, their_err, ours_w = [], [], []
+    for seed in range(4):
+        q_dot = langevin_mode_velocities(f_true[moving], w_true[moving], 10000, DT_FS, 300.0,
+                                         np.random.default_rng(seed))
+        v = cartesian_velocities(modes, q_dot, moving)
+        ours = nmd.renormalise(v, modes, dt_fs=DT_FS)
+        harmonic, freq, _ = dynaphopy_renormalise(copper, v, DT_FS, resolution=RESOLUTION)
+        theirs, _ = on_modes(modes, harmonic, freq)
+        for got, out in ((ours.frequencies, ours_err), (theirs, their_err)):
+            out.append([np.abs(nmd.average_degenerate(got, h)[g].mean() - f_true[g].mean())
+                        for g in nmd.degenerate_groups(h) if moving[g].all()])
+        ours_w.append(ours.linewidths[moving])
+    ours_err, their_err = np.ravel(ours_err), np.ravel(their_err)
+    assert len(ours_err) == 16 and np.isfinite(their_err).all()
+    assert ours_err.mean() <= their_err.mean() and ours_err.max() <= their_err.max()
+    assert np.mean(ours_w) / np.mean(w_true[moving]) == pytest.approx(1.0, abs=0.05)
