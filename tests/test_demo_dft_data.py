@@ -1,0 +1,86 @@
+"""The DFT demo data (GPAW PBEsol low level, GLLB-SC high level): valid files with the
+stated structure counts, labels of the stated level only, the PAW setups they were made with
+reproducible, and the two levels' gaps in the expected relation. Labeling grows across
+sessions, so label counts are checked for consistency, not for a fixed number."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from capml import data as store
+
+STATED = {  # README, "The DFT demo data"
+    "low_pbesol.h5": {"total": 405, "phonon": 324, "uniform": 72, "equilibrium": 9,
+                      "level": "gpaw-pbesol-pw",
+                      "labels": ("energy", "forces", "stress", "band_gap")},
+    "high_gllbsc.h5": {"total": 180, "phonon": 162, "uniform": 18, "equilibrium": 0,
+                       "level": "gpaw-gllbsc-lcao", "labels": ("band_gap",)},
+}
+
+
+def _status(s):
+    status = s.meta.get("label_status", np.full(len(s), ""))
+    return status == "ok", np.char.startswith(status.astype(str), "failed: ")
+
+
+@pytest.mark.parametrize("name", sorted(STATED))
+def test_dft_demo_file_has_stated_counts_and_labels_of_its_level(demo_dir, name):
+    s, want = store.read(demo_dir / name), STATED[name]
+    assert len(s) == want["total"] and set(s.n_atoms) == {40}
+    for method in ("phonon", "uniform", "equilibrium"):
+        assert (s.meta["method"] == method).sum() == want[method]
+    assert sorted(set(np.round(s.meta["x"], 4))) == list(np.arange(9) / 8)
+    cfg = yaml.safe_load(store.read_attrs(demo_dir / name)["config"])
+    # thermal displacements from the PBEsol end-member force constants
+    assert cfg["system"]["force_constants"]["x0"].endswith("gpaw-pbesol-pw_x0.yaml")
+    ok, failed = _status(s)
+    if ok.any():
+        assert set(s.meta["level"][ok]) == {want["level"]}
+    for label in ("energy", "forces", "stress", "band_gap"):
+        if label in want["labels"] and ok.any():
+            assert s.has_label(label)[ok].all()
+        if label in s.labels:
+            assert not s.has_label(label)[~ok].any()  # unknown is NaN, never zero
+    if "energy" not in want["labels"]:
+        assert not ("energy" in s.labels and s.has_label("energy").any())
+    assert set(s.meta["split"]) == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize("name", sorted(STATED))
+def test_recorded_setups_are_the_ones_capml_generates(demo_dir, name):
+    """The sha256 of every PAW setup a file's labels used equals that of the setup
+    capml's generator makes now (GPAW's generator is deterministic)."""
+    pytest.importorskip("gpaw")
+    from capml.calculators.gpaw_dft import ensure_setups
+
+    ok, _ = _status(store.read(demo_dir / name))
+    if not ok.any():
+        pytest.skip(f"{name}: no labels yet")
+    recorded = store.read_attrs(demo_dir / name)["calculators"]
+    recorded = json.loads(recorded) if isinstance(recorded, str) else recorded
+    entry = recorded[STATED[name]["level"]]
+    settings = entry["settings"]
+    now = ensure_setups(["Ag", "S", "Br", "I"], settings["xc"], None, settings["setups"])
+    assert entry["provenance"]["setups"] == now
+
+
+def test_gllbsc_gaps_exceed_pbesol_gaps(demo_dir):
+    low, high = (store.read(demo_dir / n) for n in ("low_pbesol.h5", "high_gllbsc.h5"))
+    g_low, g_high = (s.labels["band_gap"][_status(s)[0]] if "band_gap" in s.labels
+                     else np.array([]) for s in (low, high))
+    if min(len(g_low), len(g_high)) < 5:
+        pytest.skip("fewer than 5 labeled cells at a level")
+    assert 0.1 < g_low.mean() < 1.5 and 0.5 < g_high.mean() < 3.0  # eV
+    assert g_high.mean() > g_low.mean() + 0.2  # the discontinuity opens the gap
+
+
+def test_low_and_high_dft_sets_hold_different_structures(demo_dir):
+    low, high = (store.read(demo_dir / n) for n in ("low_pbesol.h5", "high_gllbsc.h5"))
+    lo = low.positions.reshape(len(low), -1)
+    hi = high.positions.reshape(len(high), -1)
+    closest = np.min(np.abs(hi[:, None, :] - lo[None, :, :]).max(axis=2), axis=1)
+    assert closest.min() > 0.01
