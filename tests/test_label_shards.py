@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase.calculators.emt import EMT
-from test_labeling import EMT_CFG, copper_set
+from helpers.labeling import EMT_CFG, copper_set
 
 from capml import data as store
 from capml.calculators.labeling import label_file

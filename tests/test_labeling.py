@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from ase.build import bulk
+from helpers.labeling import EMT_CFG, copper_set
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -24,20 +24,6 @@ from capml.calculators.locking import FileLocked, exclusive, lock_path
 from capml.calculators.reference import LabelingFailed
 from capml.data import StructureSet
 from capml.tasks import dispatch
-
-EMT_CFG = {"_target_": "capml.calculators.reference.ase_calculator", "level": "emt",
-           "calculator": {"_target_": "ase.calculators.emt.EMT", "_partial_": True}}
-
-
-def copper_set(n, reps=(2, 2, 2), seed=0):
-    rng = np.random.default_rng(seed)
-    atoms = []
-    for i in range(n):
-        a = bulk("Cu", cubic=True) * reps
-        a.positions += rng.normal(0, 0.05, a.positions.shape)
-        a.info.update(id=f"cu{i}", method="uniform")
-        atoms.append(a)
-    return StructureSet.from_atoms(atoms)
 
 
 def test_emt_labels_match_direct_calls(tmp_path):
