@@ -33,6 +33,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from capml.analysis.statistics import error_metrics
 from capml.graphs import NODE_FEATURES, element_table
 from capml.training import loggers, plots
 from capml.training.datamodule import BandGapDataModule, check_labeled
@@ -261,22 +262,13 @@ def _predict(trainer, model, loader) -> np.ndarray:
     return torch.cat(parts).double().numpy() if parts else np.zeros(0)
 
 
-def regression_metrics(true_ev, pred_ev) -> dict[str, float]:
-    """MAE, RMSE, R^2 and max |error| (eV) of predictions."""
-    err = np.asarray(pred_ev) - np.asarray(true_ev)
-    ss_tot = float(np.sum((true_ev - np.mean(true_ev)) ** 2))
-    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
-            "r2": 1.0 - float(np.sum(err ** 2)) / ss_tot if ss_tot > 0 else float("nan"),
-            "max": float(np.max(np.abs(err)))}
-
-
 def _finish_step(trainer, model, dm, name, step, path, best, step_dir, fit_info) -> StepResult:
     rows, figures, errors = [], {}, {}
     metrics = {}
     for split in ("train", "val", "test"):
         meta = dm.meta_of(split)
         pred = _predict(trainer, model, dm.loader(split))
-        m = regression_metrics(meta["band_gap"], pred)
+        m = error_metrics(meta["band_gap"], pred)
         metrics.update({f"{split}/{k}": v for k, v in m.items()})
         errors[split] = pred - meta["band_gap"]
         frame = pd.DataFrame({k: v for k, v in meta.items()})
