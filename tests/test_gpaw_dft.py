@@ -88,7 +88,7 @@ def test_pbesol_stress_is_the_strain_derivative_of_the_energy(cell, pbesol_label
 def test_gllbsc_gap_is_kohn_sham_gap_plus_discontinuity(cell, pbesol_labels):
     labeler = gllbsc(kpts=(2, 2, 2), setups={"Ag": "11"})
     atoms = cell.copy()
-    atoms.calc = labeler.build(**labeler.settings)
+    atoms.calc = labeler.calculator()
     atoms.get_potential_energy()
     ks_gap, discontinuity = quasiparticle_gap(atoms.calc, atoms)
     homo, lumo = atoms.calc.get_homo_lumo()
@@ -113,3 +113,20 @@ def test_labeling_records_the_setups_used(tmp_path, cell, pbesol_labels):
     setups = recorded["gpaw-pbesol-pw"]["provenance"]["setups"]
     assert set(setups) == {"Ag.11.PBEsol", "S.PBEsol", "Br.PBEsol", "I.PBEsol"}
     assert recorded["gpaw-pbesol-pw"]["provenance"]["gpaw"] == gpaw.__version__
+
+
+def test_a_smeared_metal_has_no_gap():
+    """fcc Ag with a 0.1 eV Fermi smearing: partly filled levels at the Fermi level give
+    gap 0 and a metal verdict, where a half-occupation rule finds a false gap."""
+    from ase.build import bulk
+
+    from capml.calculators.gpaw_dft import kohn_sham_edges
+
+    labeler = pbesol(properties=("band_gap",), ecut=250, kpts=(4, 4, 4), setups={"Ag": "11"},
+                     smearing_width=0.1)
+    atoms = bulk("Ag", "fcc", a=4.09)
+    atoms.calc = labeler.calculator()
+    atoms.get_potential_energy()
+    edges = kohn_sham_edges(atoms.calc)
+    assert edges.metal and edges.n_partial > 0
+    assert labeler(atoms)[0]["band_gap"] == 0.0

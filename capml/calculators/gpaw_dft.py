@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from capml.calculators.band_gap import gap_from_eigenvalues
+from capml.calculators.band_gap import BandEdges, band_edges
 from capml.calculators.reference import Labeler, _plain
 
 log = logging.getLogger(__name__)
@@ -110,17 +110,24 @@ def _gpaw_version() -> str:
     return gpaw.__version__
 
 
-def _kohn_sham_gap(calc, atoms) -> float:
-    """Fundamental Kohn-Sham gap (eV) over all spins and irreducible k-points. GPAW's
-    occupation numbers carry the k-point weight; dividing it out makes a level's occupation
-    comparable between k-points (else a low-weight k-point's filled levels look empty)."""
+def kohn_sham_edges(calc) -> BandEdges:
+    """Band edges of a converged GPAW calculation over all spins and irreducible k-points
+    (``capml.calculators.band_gap.band_edges``: a smeared metal gets gap 0, not a false gap).
+    GPAW's occupation numbers carry the k-point weight; dividing it out makes a level's
+    occupation comparable between k-points (else a low-weight k-point's filled levels look
+    empty)."""
+    n_spins = calc.get_number_of_spins()
     weights = np.asarray(calc.get_k_point_weights())
-    eigs, occs = [], []
-    for s in range(calc.get_number_of_spins()):
-        for k, w in enumerate(weights):
-            eigs.append(calc.get_eigenvalues(kpt=k, spin=s))
-            occs.append(np.asarray(calc.get_occupation_numbers(kpt=k, spin=s)) / w)
-    return gap_from_eigenvalues(np.array(eigs), np.array(occs))
+    eigs = [[calc.get_eigenvalues(kpt=k, spin=s) for k in range(len(weights))]
+            for s in range(n_spins)]
+    occs = [[np.asarray(calc.get_occupation_numbers(kpt=k, spin=s)) / w
+             for k, w in enumerate(weights)] for s in range(n_spins)]
+    return band_edges(np.array(eigs), np.array(occs), full_occupation=2.0 / n_spins,
+                      kpoints=calc.get_ibz_k_points())
+
+
+def _kohn_sham_gap(calc, atoms) -> float:
+    return kohn_sham_edges(calc).gap_eV
 
 
 def _kpts(kpts, gamma: bool) -> dict:
