@@ -21,7 +21,8 @@ import numpy as np
 from ase import Atoms
 
 from capml.calculators.band_gap import BandEdges, band_edges
-from capml.calculators.reference import Labeler, _plain
+from capml.calculators.reference import Labeler
+from capml.utils.config import plain
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,8 @@ def pbesol(properties=("energy", "forces", "stress", "band_gap"), ecut: float = 
                       setups=_variants(setups), txt=None,
                       occupations={"name": "fermi-dirac", "width": float(smearing_width)},
                       maxiter=int(max_iterations),
-                      **({"convergence": _plain(convergence)} if convergence else {})),
-        properties=tuple(properties), fallbacks=[_plain(f) for f in fallbacks],
+                      **({"convergence": plain(convergence)} if convergence else {})),
+        properties=tuple(properties), fallbacks=[plain(f) for f in fallbacks],
         band_gap=_kohn_sham_gap)
 
 
@@ -203,5 +204,5 @@ def gllbsc(properties=("band_gap",), mode: str = "lcao", basis: str = "sz(dzp)",
                       setups=_variants(setups), txt=None, occupations={"name": "fermi-dirac",
                                              "width": float(smearing_width)},
                       maxiter=int(max_iterations)),
-        properties=("band_gap",), fallbacks=[_plain(f) for f in fallbacks],
+        properties=("band_gap",), fallbacks=[plain(f) for f in fallbacks],
         band_gap=_gllbsc_gap)

@@ -17,6 +17,7 @@ from ase import Atoms
 from ase.calculators.calculator import CalculationFailed, Calculator
 
 from capml.calculators.band_gap import METAL_TOLERANCE, gap_from_electron_count
+from capml.utils.config import plain
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,6 @@ class Labeler:
         return out
 
 
-def _plain(settings) -> dict:
-    """A fallback's settings as plain Python (Hydra hands over nested DictConfigs)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(settings) if isinstance(settings, DictConfig) else dict(settings)
-
-
 # ----------------------------------------------------------------- GFN2-xTB
 def _tblite(annealing: dict | None = None, **settings):
     """tblite's ASE calculator. ``annealing`` = {start_temperature (K), hold_cycles, cycles}:
@@ -142,7 +136,7 @@ def gfn2(properties=PROPERTIES, accuracy: float = 30.0, electronic_temperature: 
                   "max_iterations": max_iterations, "mixer_damping": mixer_damping,
                   "verbosity": 0},
         properties=tuple(properties),
-        fallbacks=[_plain(f) for f in fallbacks],
+        fallbacks=[plain(f) for f in fallbacks],
         band_gap=_tblite_gap,
     )
 
@@ -172,7 +166,7 @@ def gpaw(properties=("band_gap",), mode: str = "lcao", basis: str = "sz(dzp)", x
                   "occupations": {"name": "fermi-dirac", "width": smearing_width},
                   "maxiter": max_iterations},
         properties=tuple(properties),
-        fallbacks=[_plain(f) for f in fallbacks],
+        fallbacks=[plain(f) for f in fallbacks],
         band_gap=_gpaw_gap,
     )
 
