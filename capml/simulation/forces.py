@@ -10,6 +10,11 @@ energies [R] (eV), forces [sum n, 3] (eV/A) and optionally stresses [R, 6]
 - ``AseEvaluator``: any ASE calculator, one calculation per structure (one
   calculator instance per structure, so SCF-based calculators keep their state).
 
+With a committee of K MACE models the energies, forces and stresses are member
+means and, after every call, ``evaluator.spread`` holds the committee spread
+(``Spread``: energy std [R] eV, per-atom force std [sum n] eV/A); it is None for a
+single model or a calculator without a committee.
+
 ``make_evaluator`` picks the MACE path when the configured calculator is mace's
 ``MACECalculator`` and the ASE path otherwise; ``evaluator_factory`` binds a
 Labeler (the ``calculator`` config) and the ``engine`` config block
@@ -61,14 +66,36 @@ class EngineSettings:
                    batch_size=None if size is None else int(size))
 
 
+@dataclass(frozen=True)
+class Spread:
+    """Committee spread: ``energy`` [R] eV (std over members), ``forces`` [sum n] eV/A
+    (per atom: sqrt of the member mean of |F_k - <F>|^2)."""
+
+    energy: np.ndarray
+    forces: np.ndarray
+
+    def max_force(self, offsets: np.ndarray) -> np.ndarray:
+        """Largest per-atom force spread (eV/A) of each structure cut by ``offsets``."""
+        return np.maximum.reduceat(self.forces, offsets[:-1])
+
+
+def committee_spread(energies: np.ndarray, forces: np.ndarray) -> Spread:
+    """Spread of member energies [K, R] (eV) and forces [K, n, 3] (eV/A)."""
+    deviation = forces - forces.mean(axis=0)
+    return Spread(energy=np.std(energies, axis=0),
+                  forces=np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=0)))
+
+
 class Evaluator(abc.ABC):
-    """Common layout: ``offsets`` cut the concatenated per-atom arrays."""
+    """Common layout: ``offsets`` cut the concatenated per-atom arrays; ``spread`` is
+    the committee spread of the last call (None without a committee)."""
 
     def __init__(self, structures: Sequence[Atoms]):
         if not structures:
             raise ValueError("evaluator: no structures")
         self.structures = [a.copy() for a in structures]
         self.offsets = np.concatenate([[0], np.cumsum([len(a) for a in structures])])
+        self.spread: Spread | None = None
 
     def __len__(self) -> int:
         return len(self.structures)
@@ -95,6 +122,7 @@ class AseEvaluator(Evaluator):
         energies = np.empty(len(self))
         forces = np.empty((self.offsets[-1], 3))
         stresses = np.empty((len(self), 6)) if stress else None
+        spread_e, spread_f = np.empty(len(self)), np.empty(self.offsets[-1])
         for r, atoms in enumerate(self.structures):
             s = slice(self.offsets[r], self.offsets[r + 1])
             atoms.positions = positions[s]
@@ -102,12 +130,17 @@ class AseEvaluator(Evaluator):
             forces[s] = atoms.get_forces()
             if stress:
                 stresses[r] = atoms.get_stress(voigt=True)
+            results = atoms.calc.results
+            spread_e[r] = results.get("energy_spread", np.nan)
+            spread_f[s] = results.get("force_spread", np.nan)
+        self.spread = None if np.isnan(spread_e).any() else Spread(spread_e, spread_f)
         return energies, forces, stresses
 
 
 class MaceEvaluator(Evaluator):
-    """All structures in one call of each MACE model (results averaged over a
-    committee, as mace's calculator does), in ``batch_size`` structures per call."""
+    """All structures in one call of each MACE model, in ``batch_size`` structures per
+    call; a committee's members share the batched graph and neighbour lists, and their
+    results are averaged (as mace's calculator does) with the spread beside them."""
 
     def __init__(self, structures: Sequence[Atoms], models, z_table, r_max: float,
                  head: int = 0, device: str = "cpu", dtype: str = "float64",
@@ -144,23 +177,26 @@ class MaceEvaluator(Evaluator):
         self.neighbours = vesin.NeighborList(cutoff=self.r_max, full_list=True)
 
     def __call__(self, positions: np.ndarray, stress: bool = False):
-        energies = np.zeros(len(self))
-        forces = np.zeros((self.offsets[-1], 3))
-        stresses = np.zeros((len(self), 6)) if stress else None
+        k = len(self.models)
+        energies = np.zeros((k, len(self)))
+        forces = np.zeros((k, self.offsets[-1], 3))
+        stresses = np.zeros((k, len(self), 6)) if stress else None
         for start in range(0, len(self), self.batch_size):
             stop = min(start + self.batch_size, len(self))
             data = self._batch(positions, start, stop)
             a, b = self.offsets[start], self.offsets[stop]
-            for model in self.models:
-                batch = {k: (v.clone() if k == "positions" else v) for k, v in data.items()}
+            for m, model in enumerate(self.models):
+                batch = {key: (v.clone() if key == "positions" else v)
+                         for key, v in data.items()}
                 out = model(batch, training=False, compute_force=True, compute_stress=stress)
-                energies[start:stop] += out["energy"].detach().cpu().numpy()
-                forces[a:b] += out["forces"].detach().cpu().numpy()
+                energies[m, start:stop] = out["energy"].detach().cpu().numpy()
+                forces[m, a:b] = out["forces"].detach().cpu().numpy()
                 if stress:
                     s3 = out["stress"].detach().cpu().numpy()
-                    stresses[start:stop] += np.array([full_3x3_to_voigt_6_stress(m) for m in s3])
-        n = len(self.models)
-        return energies / n, forces / n, (stresses / n if stress else None)
+                    stresses[m, start:stop] = [full_3x3_to_voigt_6_stress(t) for t in s3]
+        self.spread = committee_spread(energies, forces) if k > 1 else None
+        return (energies.mean(axis=0), forces.mean(axis=0),
+                stresses.mean(axis=0) if stress else None)
 
     def _batch(self, positions: np.ndarray, start: int, stop: int) -> dict:
         torch = self.torch
@@ -197,7 +233,9 @@ class MaceEvaluator(Evaluator):
 
 
 def is_mace(calculator) -> bool:
-    return type(calculator).__name__ == "MACECalculator" and hasattr(calculator, "models")
+    """A mace ``MACECalculator`` (or a subclass, e.g. capml's committee calculator)."""
+    return (any(c.__name__ == "MACECalculator" for c in type(calculator).__mro__)
+            and hasattr(calculator, "models"))
 
 
 def make_evaluator(structures: Sequence[Atoms], build: Callable[[], Calculator], *,

@@ -18,7 +18,10 @@ seconds; rerunning the same command resumes every replica from its last stored
 frame. A replica that blows up (non-finite energy or forces, kinetic temperature
 above ``max_temperature_factor`` x target, two atoms closer than ``min_contact``
 x the sum of their covalent radii) stops with its frames kept and its status recorded; the others
-go on.
+go on. With a committee potential every frame stores ``max_force_spread`` (the largest per-atom
+force spread of the committee, eV/A; NaN for a single model), and a replica whose spread exceeds
+``max_uncertainty`` stops as "left the training domain" (checked before the temperature and
+contact checks: an uncertain potential is not evidence of a physical blow-up).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class LangevinSettings:
     max_temperature_factor: float = 3.0  # blow-up: kinetic T above this times the target
     min_contact: float = 0.7  # blow-up: two atoms closer than this x their covalent-radii sum
     stress: bool = False  # store the stress of every frame
+    max_uncertainty: float | None = None  # eV/A: stop above this committee force spread
     log_interval_s: float = 30.0
     flush_interval_s: float = 30.0
 
@@ -59,12 +63,14 @@ class LangevinSettings:
         checks = {"timestep_fs": self.timestep_fs > 0, "friction_per_fs": self.friction_per_fs >= 0,
                   "n_steps": self.n_steps >= 0, "stride": self.stride >= 1,
                   "max_temperature_factor": self.max_temperature_factor > 1,
-                  "min_contact": self.min_contact >= 0}
+                  "min_contact": self.min_contact >= 0,
+                  "max_uncertainty": self.max_uncertainty is None or self.max_uncertainty > 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"MD settings: invalid {bad[0]} = {getattr(self, bad[0])} "
                              "(timestep_fs > 0, friction_per_fs >= 0, n_steps >= 0, stride >= 1, "
-                             "max_temperature_factor > 1, min_contact >= 0)")
+                             "max_temperature_factor > 1, min_contact >= 0, max_uncertainty > 0 "
+                             "or null)")
 
 
 @dataclass
@@ -80,7 +86,7 @@ class Replica:
 class Outcome:
     name: str
     path: Path
-    status: str  # finished | blown up: <reason>
+    status: str  # finished | blown up: <reason> | left the training domain: <spread>
     last_step: int
     steps_run: int  # steps integrated in this call
     wall_s: float
@@ -127,7 +133,7 @@ class _State:
     """Concatenated state of the active replicas."""
 
     def __init__(self, replicas, x, v, steps, rngs, make_evaluator, settings, forces=None,
-                 energies=None, stresses=None):
+                 energies=None, stresses=None, spread=None):
         self.replicas, self.rngs = replicas, rngs
         self.steps = np.asarray(steps, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum([len(r.atoms) for r in replicas])])
@@ -140,8 +146,21 @@ class _State:
         self.stress_wanted = settings.stress
         if forces is None:
             self.energy, self.forces, self.stress = self.evaluator(x, stress=settings.stress)
+            self.spread = self._max_spread()
         else:
             self.energy, self.forces, self.stress = energies, forces, stresses
+            self.spread = spread
+        if settings.max_uncertainty is not None and np.isnan(self.spread).any():
+            raise ValueError(f"max_uncertainty = {settings.max_uncertainty} eV/A needs a "
+                             "committee potential (calculator.model = a committee folder with "
+                             "committee.json); this calculator reports no force spread")
+
+    def _max_spread(self) -> np.ndarray:
+        """Largest per-atom committee force spread (eV/A) per replica; NaN without one."""
+        spread = getattr(self.evaluator, "spread", None)
+        if spread is None:
+            return np.full(len(self.replicas), np.nan)
+        return spread.max_force(self.offsets)
 
     def slice(self, r: int) -> slice:
         return slice(self.offsets[r], self.offsets[r + 1])
@@ -165,6 +184,7 @@ class _State:
         self.x = x_old + dt * self.v + rnd_pos
         self.v = (self.x - x_old - rnd_pos) / dt
         self.energy, self.forces, self.stress = self.evaluator(self.x, stress=self.stress_wanted)
+        self.spread = self._max_spread()
         self.v += c["c1"] * self.forces / c["m"] - c["c2"] * self.v + rnd_vel
         self.steps += 1
 
@@ -175,6 +195,7 @@ class _State:
                           forces=self.forces[s].copy(), kinetic_energy=float(ke),
                           kinetic_temperature=float(temperature),
                           rng_state=traj.rng_state(self.rngs[r]),
+                          max_force_spread=float(self.spread[r]),
                           stress=None if self.stress is None else self.stress[r].copy())
 
     def keep(self, keep: list[int], make_evaluator, settings) -> _State:
@@ -183,7 +204,8 @@ class _State:
         return _State([self.replicas[r] for r in keep], self.x[atoms], self.v[atoms],
                       self.steps[keep], [self.rngs[r] for r in keep], make_evaluator, settings,
                       forces=self.forces[atoms], energies=self.energy[keep],
-                      stresses=None if self.stress is None else self.stress[keep])
+                      stresses=None if self.stress is None else self.stress[keep],
+                      spread=self.spread[keep])
 
 
 def run(replicas: list[Replica], make_evaluator: Callable[[list[Atoms]], Evaluator],
@@ -213,7 +235,7 @@ def run(replicas: list[Replica], make_evaluator: Callable[[list[Atoms]], Evaluat
     if starts:
         _integrate(starts, make_evaluator, settings, outcomes, t0, config)
     result = [outcomes[n] for n in names]
-    failed = [o for o in result if o.status.startswith(traj.BLOWN_UP)]
+    failed = [o for o in result if traj.stopped(o.status)]
     if failed and raise_on_blowup:
         raise BlowUp("; ".join(f"{o.name}: {o.status} (frames up to step {o.last_step} kept "
                                f"in {o.path})" for o in failed))
@@ -250,7 +272,7 @@ def _start(rep, path, identity, settings) -> _Start | Outcome:
         return _Start(rep, path, identity, rep.atoms.positions.copy(), v0, 0, rng, True)
     status = traj.status(path)
     frame = traj.last_frame(path, identity)
-    if status.startswith(traj.BLOWN_UP):
+    if traj.stopped(status):
         log.error("%s: not resumed (%s; last frame at step %d in %s)", rep.name, status,
                   frame.step, path)
         return Outcome(rep.name, path, status, frame.step, 0, 0.0)
@@ -297,7 +319,7 @@ def _integrate(starts, make_evaluator, settings: LangevinSettings, outcomes, t0,
         for r, rep in enumerate(state.replicas):
             step, rinfo = int(state.steps[r]), info[rep.name]
             reason = _check(state, r, temps[r], settings, step % settings.stride == 0)
-            status = f"{traj.BLOWN_UP}: {reason}" if reason else ""
+            status = reason
             if not reason and (step % settings.stride == 0 or step == settings.n_steps):
                 rinfo["buffer"].append(state.frame(r, ke[r], temps[r]))
                 rinfo["stored"] = step
@@ -308,7 +330,7 @@ def _integrate(starts, make_evaluator, settings: LangevinSettings, outcomes, t0,
             _flush(rep, rinfo)
             traj.set_status(rinfo["path"], status)
             if reason:
-                log.error("%s blew up at step %d: %s; frames up to step %d kept in %s",
+                log.error("%s stopped at step %d: %s; frames up to step %d kept in %s",
                           rep.name, step, reason, rinfo["stored"], rinfo["path"])
             outcomes[rep.name] = Outcome(rep.name, rinfo["path"], status, rinfo["stored"],
                                          step - rinfo["first_step"], time.perf_counter() - t0)
@@ -325,14 +347,18 @@ def _integrate(starts, make_evaluator, settings: LangevinSettings, outcomes, t0,
 
 def _check(state: _State, r: int, temperature: float, settings: LangevinSettings,
            check_distance: bool) -> str:
-    """Blow-up reason for replica r, or ''."""
+    """Why replica r stops ('blown up: ...' or 'left the training domain: ...'), or ''."""
     s = state.slice(r)
     target = state.replicas[r].temperature
     if not (np.isfinite(state.energy[r]) and np.isfinite(state.forces[s]).all()
             and np.isfinite(state.x[s]).all()):
-        return "non-finite energy, forces or positions"
+        return f"{traj.BLOWN_UP}: non-finite energy, forces or positions"
+    limit = settings.max_uncertainty
+    if limit is not None and state.spread[r] > limit:
+        return (f"{traj.LEFT_DOMAIN}: committee force spread {state.spread[r]:.3f} eV/A above "
+                f"max_uncertainty {limit:g} eV/A")
     if temperature > settings.max_temperature_factor * target:
-        return (f"kinetic temperature {temperature:.0f} K above "
+        return (f"{traj.BLOWN_UP}: kinetic temperature {temperature:.0f} K above "
                 f"{settings.max_temperature_factor:g} x target {target:g} K")
     if check_distance and settings.min_contact > 0:
         atoms = state.replicas[r].atoms
@@ -340,7 +366,7 @@ def _check(state: _State, r: int, temperature: float, settings: LangevinSettings
                               max_ratio=settings.min_contact)
         if hit is not None and hit.ratio < settings.min_contact:
             sym = atoms.get_chemical_symbols()
-            return (f"atoms {hit.i} ({sym[hit.i]}) and {hit.j} ({sym[hit.j]}) "
+            return (f"{traj.BLOWN_UP}: atoms {hit.i} ({sym[hit.i]}) and {hit.j} ({sym[hit.j]}) "
                     f"{hit.distance:.3f} A apart, {hit.ratio:.2f} x their covalent radii "
                     f"(min_contact {settings.min_contact:g})")
     return ""

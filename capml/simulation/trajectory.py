@@ -9,9 +9,12 @@ unwrapped; cell; numbers) with labels ``energy`` (potential, eV), ``forces``
 replica's random-generator state after the frame's step (JSON), which makes a
 resumed run continue with exactly the random numbers an uninterrupted run draws.
 
+``max_force_spread`` (eV/A): the largest per-atom force spread of a committee
+potential at the frame (NaN for a single model).
+
 File attributes: ``md`` (the replica's identity and integrator settings; a
 resume with other settings is refused), ``status`` (running | finished |
-blown up: <reason>), and the generating config.
+blown up: <reason> | left the training domain: <spread>), and the generating config.
 
 Writing (``create``, ``append``, ``set_status``: capml.data's guarded writer, so a full
 disk raises with every stored frame kept) is for the MD driver; reading
@@ -36,6 +39,7 @@ from capml.data import DataError, StructureSet, store
 log = logging.getLogger(__name__)
 
 STATUS_RUNNING, STATUS_FINISHED, BLOWN_UP = "running", "finished", "blown up"
+LEFT_DOMAIN = "left the training domain"  # committee spread above max_uncertainty
 
 # Settings that must match for a run to continue an existing trajectory file.
 IDENTITY_KEYS = ("name", "temperature", "seed", "timestep_fs", "friction_per_fs", "stride",
@@ -53,6 +57,12 @@ class Frame:
     kinetic_temperature: float  # K
     rng_state: str  # JSON of the bit generator state after this step
     stress: np.ndarray | None = None  # [6] eV/A^3
+    max_force_spread: float = float("nan")  # eV/A, committee spread (NaN: single model)
+
+
+def stopped(status: str) -> bool:
+    """True for a replica stopped early (blown up or left the training domain)."""
+    return status.startswith((BLOWN_UP, LEFT_DOMAIN))
 
 
 def frames_to_set(frames: list[Frame], numbers, cell, identity: dict, meta: dict
@@ -80,6 +90,7 @@ def frames_to_set(frames: list[Frame], numbers, cell, identity: dict, meta: dict
         "time": np.array([f.step * dt for f in frames]),
         "kinetic_energy": np.array([f.kinetic_energy for f in frames]),
         "kinetic_temperature": np.array([f.kinetic_temperature for f in frames]),
+        "max_force_spread": np.array([f.max_force_spread for f in frames]),
         "rng_state": np.array([f.rng_state for f in frames], dtype=object),
         **{k: [v] * n for k, v in meta.items()},
     }
@@ -139,6 +150,7 @@ def last_frame(path: Path, identity: dict) -> Frame:
         kinetic_temperature=float(last.meta["kinetic_temperature"][0]),
         rng_state=str(last.meta["rng_state"][0]),
         stress=last.labels["stress"][0].copy() if "stress" in last.labels else None,
+        max_force_spread=float(last.meta.get("max_force_spread", [np.nan])[0]),
     )
 
 
@@ -157,6 +169,7 @@ class Trajectory:
     numbers: np.ndarray  # [n]
     cell: np.ndarray  # [3, 3] A
     masses: np.ndarray  # [n] amu, the ones the MD used
+    max_force_spread: np.ndarray  # [frames] eV/A, committee spread (NaN: single model)
 
     def atoms(self, frame: int) -> Atoms:
         a = Atoms(numbers=self.numbers, positions=self.positions[frame], cell=self.cell, pbc=True)
@@ -195,23 +208,26 @@ def read_trajectory(path) -> Trajectory:
         velocities=data.labels["velocities"].reshape(n_frames, n, 3),
         numbers=data.numbers[:n].copy(), cell=data.cell[0].copy(),
         masses=np.asarray(md.get("masses_amu") or Atoms(numbers=data.numbers[:n]).get_masses(),
-                          dtype=float))
+                          dtype=float),
+        max_force_spread=np.asarray(data.meta.get("max_force_spread", np.full(n_frames, np.nan)),
+                                    dtype=float))
 
 
 def read_trajectories(md_dir, include_blown_up: bool = False) -> list[Trajectory]:
-    """Every trajectory of ``md_dir``; blown-up runs (an unphysical structure, see
+    """Every trajectory of ``md_dir``; runs stopped early (blown up: an unphysical
+    structure; left the training domain: committee spread above the limit; see
     capml.simulation.md) are left out with a warning unless ``include_blown_up``."""
     out = []
     for path in trajectory_files(md_dir):
         traj = read_trajectory(path)
-        if traj.status.startswith(BLOWN_UP) and not include_blown_up:
+        if stopped(traj.status) and not include_blown_up:
             log.warning("%s: left out (%s); task.include_blown_up=true analyses it anyway",
                         path, traj.status)
             continue
         out.append(traj)
     if not out:
-        raise DataError(f"{md_dir}: every MD trajectory blew up; nothing physical to analyse "
-                        "(task.include_blown_up=true overrides)")
+        raise DataError(f"{md_dir}: every MD trajectory blew up or left the training domain; "
+                        "nothing to analyse (task.include_blown_up=true overrides)")
     return out
 
 

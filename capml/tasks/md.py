@@ -68,6 +68,7 @@ def settings_of(t) -> md.LangevinSettings:
         n_steps=n_steps, stride=int(t.stride), zero_momentum=bool(t.zero_momentum),
         max_temperature_factor=float(t.max_temperature_factor),
         min_contact=float(t.min_contact), stress=bool(t.stress),
+        max_uncertainty=None if t.get("max_uncertainty") is None else float(t.max_uncertainty),
         log_interval_s=float(t.log_interval_s), flush_interval_s=float(t.flush_interval_s))
 
 
