@@ -192,3 +192,64 @@ def test_bad_committee_folders_are_named(tmp_path):
     (tmp_path / "committee.json").write_text(json.dumps({"members": []}))
     with pytest.raises(ValueError, match="'members'"):
         mlip(tmp_path / "committee.json")
+
+
+# ------------------------------------------------------- train.py model.committee=K
+def cu_set(n: int):
+    """Labeled (EMT) rattled and strained Cu cells as a capml data set."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from capml.data import StructureSet
+
+    rng = np.random.default_rng(4)
+    frames = []
+    for i in range(n):
+        atoms = copper(0.08, a=3.61 * (1 + rng.uniform(-0.02, 0.02)), seed=i)
+        atoms.calc = EMT()
+        res = dict(energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                   stress=atoms.get_stress())
+        atoms.calc = SinglePointCalculator(atoms, **res)
+        atoms.info.update(id=f"cu-{i:03d}", level="emt", label_status="ok", method="uniform",
+                          x=0.0)
+        frames.append(atoms)
+    return StructureSet.from_atoms(frames)
+
+
+@pytest.mark.slow
+def test_train_writes_a_committee_that_loads_as_one_calculator(tmp_path):
+    """``model.committee=2`` through mace's trainer: two members with their own seeds and
+    train/val draws, one test split, saved as a folder that calculator=mlip loads."""
+    from conftest import compose_cfg
+
+    from capml.data import write
+    from capml.training import mace_finetune as mf
+
+    write(tmp_path / "cu.h5", cu_set(20))
+    cfg = compose_cfg("train_mace", [
+        f"data.low_level={tmp_path / 'cu.h5'}", "calculator@model.e0s_calculator=emt",
+        "model.name=cu", "model.committee=2", "model.mace.max_num_epochs=3",
+        "model.mace.swa=false", "model.mace.hidden_irreps=4x0e", "model.mace.r_max=3.0",
+        "model.mace.max_ell=1", "model.mace.correlation=1", "model.mace.num_interactions=1",
+        "model.mace.radial_MLP=[8]", "data.split.fractions=[0.6,0.2,0.2]",
+        f"model.export_dir={tmp_path / 'export'}"], tmp_path / "run")
+    mf.run(cfg)
+    manifest = json.loads((tmp_path / "run" / "cu" / "committee.json").read_text())
+    assert manifest["members"] == ["member_0.model", "member_1.model"]
+    assert [m["seed"] for m in manifest["details"]] == [0, 1]
+    vals = [set(m["val_ids"]) for m in manifest["details"]]
+    assert vals[0] != vals[1] and all(v.isdisjoint(manifest["test_ids"]) for v in vals)
+    records = [yaml_of(tmp_path / "run" / f"member_{k}" / "cu.yaml") for k in range(2)]
+    assert [r["ids"]["test"] for r in records] == [manifest["test_ids"]] * 2
+    assert {r["training"]["seed"] for r in records} == {0, 1}
+    assert (tmp_path / "export" / "cu" / "committee.json").is_file()
+    calc = mlip(tmp_path / "export" / "cu")
+    evaluate(copper(0.1), calc)
+    assert calc.results["force_spread"].shape == (4,) and calc.results["energy_spread"] > 0
+    with pytest.raises(ValueError, match="model.committee = 0"):
+        mf.run(compose_cfg("train_mace", ["model.committee=0"], tmp_path / "bad"))
+
+
+def yaml_of(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())

@@ -13,6 +13,14 @@ trained model -> ``<name>.model``, ``<name>.yaml`` (what was trained, on what, h
 and ``<name>_metrics.json`` in the run directory, copied to ``model.export_dir`` when set
 (the bundled demo potential is made that way).
 
+A committee (``model.committee=K``): K such runs in ``member_<k>/`` with seeds ``seed + k``,
+gathered as ``<name>/member_<k>.model`` plus ``<name>/committee.json`` (what
+``calculator=mlip`` loads as one committee calculator). All members are scored on the one
+test split; member 0 uses the split itself and member k > 0 a seeded redraw of the train/val
+pool of the same sizes, so that members differ in data as well as in initial weights (their
+disagreement then grows where the data are sparse) while no member's early stopping sees the
+test structures.
+
 E0s (isolated-atom reference energies). In these data every cell has the same Ag:S ratio
 (Ag24 S8 X8), so the least-squares ``average`` E0s are rank deficient: only two combinations
 of the four elemental energies are determined and mace's minimum-norm solution splits the
@@ -26,6 +34,7 @@ model learns the cohesive energy. ``average`` is refused when it is rank deficie
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
@@ -40,11 +49,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 from ase.data import atomic_numbers, chemical_symbols
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from capml.data import StructureSet, read, read_attrs
 from capml.data.interchange import write_extxyz
 from capml.data.splits import SPLITS, SplitSettings, labeled, resolve_split
+from capml.data.structure_set import concat
 from capml.utils.torch_compat import import_mace
 
 log = logging.getLogger(__name__)
@@ -269,18 +279,80 @@ def evaluate(model, data: StructureSet, device: str, dtype: str) -> tuple[dict, 
 
 # ------------------------------------------------------------------------ run
 def run(cfg: DictConfig) -> float:
-    """Train (or fine-tune) a MACE potential; returns the validation force MAE (meV/A)."""
+    """Train (or fine-tune) a MACE potential, or a committee of ``model.committee`` of them;
+    returns the validation force MAE (meV/A; a committee: the mean over its members)."""
+    mcfg = cfg.model
+    check_request(mcfg)
+    size = int(mcfg.get("committee", 1))
+    if size < 1:
+        raise ValueError(f"model.committee = {mcfg.committee}: expected a number of members "
+                         ">= 1 (1: a single potential)")
+    out = Path(cfg.paths.output_dir)
+    foundation = resolve_foundation(mcfg.foundation)
+    source, data, parts = _training_data(cfg)
+    if size == 1:
+        return _train_member(cfg, out, source, data, parts, foundation)
+    return _train_committee(cfg, out, source, data, parts, foundation, size)
+
+
+def redraw_train_val(parts: dict[str, StructureSet], seed: int) -> dict[str, StructureSet]:
+    """The train and val structures pooled and split again (same sizes, seeded); the test
+    part is kept, so every committee member is scored on structures none of them saw."""
+    pool = concat([parts["train"], parts["val"]])
+    order = np.random.default_rng(seed).permutation(len(pool))
+    n_val = len(parts["val"])
+    return {"train": pool.subset(np.sort(order[n_val:])),
+            "val": pool.subset(np.sort(order[:n_val])), "test": parts["test"]}
+
+
+def _train_committee(cfg, out: Path, source, data, parts, foundation, size: int) -> float:
+    """K members (seeds seed, seed+1, ...; member k > 0 on its own train/val redraw) in
+    ``out/member_<k>/``, gathered in ``out/<name>/`` (member_<k>.model + committee.json)."""
+    folder = out / cfg.model.name
+    folder.mkdir(parents=True, exist_ok=True)
+    members, val_mae = [], []
+    for k in range(size):
+        seed = int(cfg.seed) + k
+        member_cfg = copy.deepcopy(cfg)
+        with open_dict(member_cfg):
+            member_cfg.seed = seed
+            member_cfg.model.export_dir = None
+        member_parts = redraw_train_val(parts, seed) if k else parts
+        log.info("committee member %d of %d (seed %d)", k + 1, size, seed)
+        val_mae.append(_train_member(member_cfg, out / f"member_{k}", source, data,
+                                     member_parts, foundation))
+        shutil.copyfile(out / f"member_{k}" / f"{cfg.model.name}.model",
+                        folder / f"member_{k}.model")
+        members.append({"file": f"member_{k}.model", "seed": seed,
+                        "val_forces_mae_meV_A": val_mae[-1],
+                        "val_ids": [str(i) for i in member_parts["val"].meta["id"]]})
+    manifest = {"members": [m["file"] for m in members], "details": members,
+                "draws": "members share the test split; member k > 0 trains on a seeded "
+                         "redraw of the train/val pool (same sizes)",
+                "test_ids": [str(i) for i in parts["test"].meta["id"]],
+                "foundation": cfg.model.foundation}
+    (folder / "committee.json").write_text(json.dumps(manifest, indent=2))
+    if len(parts["test"]):  # the committee mean, loaded as calculator=mlip loads it
+        manifest["test_metrics"] = evaluate(folder, parts["test"], cfg.model.device,
+                                            cfg.model.dtype)[0]
+        (folder / "committee.json").write_text(json.dumps(manifest, indent=2))
+    if cfg.model.export_dir:
+        shutil.copytree(folder, Path(cfg.model.export_dir) / folder.name, dirs_exist_ok=True)
+        log.info("exported the committee %s to %s", folder.name, cfg.model.export_dir)
+    log.info("committee of %d in %s; test metrics of its mean: %s", size, folder,
+             json.dumps(manifest.get("test_metrics", {})))
+    return float(np.mean(val_mae))
+
+
+def _train_member(cfg, out: Path, source, data, parts, foundation) -> float:
+    """One potential in ``out``; returns its validation force MAE (meV/A)."""
     from hydra.utils import instantiate
 
     from capml.models import mace as mace_models
 
     mcfg = cfg.model
-    check_request(mcfg)
-    out = Path(cfg.paths.output_dir)
     work = out / "mace"
     work.mkdir(parents=True, exist_ok=True)
-    foundation = resolve_foundation(mcfg.foundation)
-    source, data, parts = _training_data(cfg)
     files = {k: write_extxyz(work / f"{k}.xyz", for_mace(parts[k]))
              for k in SPLITS if len(parts[k])}
     e0_arg, e0_method, _ = e0s_argument(mcfg.e0s, parts["train"], foundation,
