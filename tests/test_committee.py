@@ -137,7 +137,8 @@ def test_spread_far_from_the_training_data_exceeds_that_on_it(tmp_path):
 def committee_md(untrained, out, raise_on_blowup=False, **kw):
     base = dict(n_steps=12, stride=1, friction_per_fs=0.01, log_interval_s=3600,
                 flush_interval_s=3600, min_contact=0.0)
-    rep = md.Replica("cu", copper(0.02) * (2, 1, 1), 300.0, seed=7)
+    rep = md.Replica("cu", copper(0.02) * (2, 1, 1), 300.0, seed=7,
+                     meta={"x": 0.0, "source": "cu"})
     return md.run([rep], lambda s: make_evaluator(s, lambda: mlip(untrained)),
                   md.LangevinSettings(**{**base, **kw}), out, level="mace",
                   raise_on_blowup=raise_on_blowup)[0]
@@ -253,3 +254,53 @@ def yaml_of(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_relax_reports_the_committee_spread_of_its_final_structures(cfg_factory, tmp_path,
+                                                                     untrained):
+    import pandas as pd
+    from ase.io import write
+
+    from capml.calculators.mlip import spread_of
+    from capml.tasks import dispatch
+
+    write(tmp_path / "in.extxyz", [copper(0.05, seed=k) for k in range(2)])
+    cfg = cfg_factory("simulate", "task=relax", "calculator=mlip",
+                      f"calculator.model={untrained}", f"task.input={tmp_path / 'in.extxyz'}",
+                      "task.index=:", "task.max_steps=5")
+    dispatch("simulate", cfg)
+    out = store.read(tmp_path / "relaxed.h5")
+    want = [spread_of(a, mlip(untrained))["max_force_spread"] for a in out.to_atoms()]
+    np.testing.assert_allclose(out.meta["max_force_spread"], want, rtol=1e-10)
+    assert np.all(np.asarray(want) > 0) and np.all(np.isfinite(out.meta["energy_spread"]))
+    table = pd.read_csv(tmp_path / "relax.csv")
+    np.testing.assert_allclose(table["max_force_spread_eV_A"], want, rtol=1e-6)
+    assert np.isnan(spread_of(copper(), EMT())["max_force_spread"])  # no committee: NaN
+
+
+def test_analyses_refuse_or_flag_frames_beyond_the_uncertainty_limit(untrained, tmp_path):
+    from capml.data import DataError
+
+    path = committee_md(untrained, tmp_path, n_steps=6).path
+    run = traj.read_trajectory(path)
+    spread = run.max_force_spread
+    limit = float(np.median(spread))
+    first = int(np.argmax(spread > limit))
+    cut, n = traj.within_uncertainty(run, limit, "refuse")
+    assert n == int((spread > limit).sum()) > 0
+    assert len(cut.times_fs) == first == cut.positions.shape[0] == cut.velocities.shape[0]
+    assert np.all(cut.max_force_spread <= limit)
+    kept, n_flag = traj.within_uncertainty(run, limit, "flag")
+    assert kept is run and n_flag == n
+    assert traj.within_uncertainty(run, None)[0] is run
+    with pytest.raises(ValueError, match="beyond_uncertainty"):
+        traj.within_uncertainty(run, limit, "drop")
+    single = tmp_path / "one.model"
+    torch.save(build_mace([29], **TINY), single)
+    rep = md.Replica("one", copper(), 300.0, seed=1, meta={"x": 0.0, "source": "one"})
+    md.run([rep], lambda s: make_evaluator(s, lambda: mlip(single)),
+           md.LangevinSettings(n_steps=2, stride=1), tmp_path / "single", level="mace")
+    alone = traj.read_trajectory(tmp_path / "single" / "one.h5")
+    assert np.isnan(alone.max_force_spread).all()
+    with pytest.raises(DataError, match="max_force_spread"):
+        traj.within_uncertainty(alone, 0.1)

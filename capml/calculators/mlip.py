@@ -86,6 +86,19 @@ def mlip(model, device: str = "cpu", dtype: str = "float64", head: str | None = 
     return _committee_class()(models=modules, device=device, default_dtype=dtype, **kwargs)
 
 
+def spread_of(atoms, calculator) -> dict[str, float]:
+    """Committee spread of ``calculator`` at ``atoms``: ``max_force_spread`` (largest per-atom
+    force spread, eV/A) and ``energy_spread`` (eV); NaN (nothing computed) for a calculator
+    that is not a committee. Relax, phonons and enumerate report it for final structures."""
+    if getattr(calculator, "num_models", 1) < 2:
+        return {"max_force_spread": float("nan"), "energy_spread": float("nan")}
+    work = atoms.copy()
+    work.calc = calculator
+    work.get_potential_energy()
+    return {"max_force_spread": float(calculator.results["force_spread"].max()),
+            "energy_spread": float(calculator.results["energy_spread"])}
+
+
 def labeler(model, device: str = "cpu", dtype: str = "float64",
             properties=MLIP_PROPERTIES, level: str = "mace", head: str | None = None) -> Labeler:
     """A Labeler whose calculator is ``mlip(model, device, dtype, head)``."""

@@ -26,6 +26,7 @@ structure id, which links it to its harmonic force constants.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -229,6 +230,43 @@ def read_trajectories(md_dir, include_blown_up: bool = False) -> list[Trajectory
         raise DataError(f"{md_dir}: every MD trajectory blew up or left the training domain; "
                         "nothing to analyse (task.include_blown_up=true overrides)")
     return out
+
+
+UNCERTAINTY_POLICIES = ("refuse", "flag")
+
+
+def within_uncertainty(traj: Trajectory, max_uncertainty, policy: str = "refuse"
+                       ) -> tuple[Trajectory, int]:
+    """(trajectory to analyse, number of its frames whose committee force spread exceeds
+    ``max_uncertainty`` eV/A). ``refuse`` cuts the run before its first such frame (time
+    series stay contiguous, as an MD run with task.max_uncertainty stops there); ``flag``
+    keeps every frame and only counts them. ``max_uncertainty`` None: no check."""
+    if policy not in UNCERTAINTY_POLICIES:
+        raise ValueError(f"task.beyond_uncertainty = {policy!r}: expected one of "
+                         f"{UNCERTAINTY_POLICIES}")
+    if max_uncertainty is None:
+        return traj, 0
+    spread = traj.max_force_spread
+    if np.isnan(spread).all():
+        raise DataError(f"{traj.path}: key 'max_force_spread' holds no committee spread (run "
+                        "with a single potential), but task.max_uncertainty = "
+                        f"{max_uncertainty} eV/A needs one (set it to null)")
+    beyond = spread > float(max_uncertainty)
+    if policy == "flag" or not beyond.any():
+        return traj, int(beyond.sum())
+    n = int(np.argmax(beyond))
+    log.warning("%s: frames from %.3f ps on exceed max_uncertainty %g eV/A (committee spread "
+                "%.3f eV/A): analysed up to there", traj.path, traj.times_fs[n] / 1e3,
+                float(max_uncertainty), spread[n])
+    cut = dataclasses.replace(traj, times_fs=traj.times_fs[:n], positions=traj.positions[:n],
+                              velocities=traj.velocities[:n], max_force_spread=spread[:n])
+    return cut, int(beyond.sum())
+
+
+def largest_spread(traj: Trajectory) -> float:
+    """Largest committee force spread (eV/A) over the frames; NaN without a committee."""
+    spread = traj.max_force_spread
+    return float(np.nanmax(spread)) if np.isfinite(spread).any() else float("nan")
 
 
 def force_constants_file(phonons_dir, source: str) -> Path:

@@ -18,7 +18,9 @@ energy reference.
 
 Outputs in ``task.output_dir``: ``enumerated.h5`` (every relaxed ordering; meta
 k, config, multiplicity, dopant_sites, converged, energy_per_fu, mixing_energy,
-contact_ratio, closest_contact, rank = 0 for the lowest energy of its composition), ``ground_states.h5`` (the
+contact_ratio, closest_contact, rank = 0 for the lowest energy of its composition;
+with a committee potential max_force_spread, eV/A, and energy_spread, eV, of the relaxed
+ordering, NaN otherwise), ``ground_states.h5`` (the
 rank-0 structure of each requested composition: the input of task=phonons and
 task=md), ``enumeration.csv`` (one row per ordering) and ``orderings.csv``
 (counts per composition). Relaxed orderings are appended as they finish; rerunning
@@ -36,6 +38,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from capml import data as store
+from capml.calculators.mlip import spread_of
 from capml.data import StructureSet
 from capml.simulation.relax import RelaxSettings, describe, relax_or_record, relaxed_set
 from capml.structures import System
@@ -104,14 +107,16 @@ def run(cfg: DictConfig) -> Path:
             if config_id(n_sites, k, i) not in done]
     log.info("%d orderings to relax (%d already in %s)", len(jobs), len(done), path)
     labeler = instantiate(cfg.calculator)
+    calculator = labeler.calculator()  # for the committee spread of each relaxed ordering
     settings = RelaxSettings.from_config(t)
     config = OmegaConf.to_yaml(cfg, resolve=True)
     for j, (k, i, ordering) in enumerate(jobs):
         atoms = build(system, ordering)
         res = relax_or_record(atoms, labeler, settings, seed=int(cfg.seed) + 1000 * k + i)
         atoms.info.update(id=config_id(n_sites, k, i), seed=int(cfg.seed), source="enumerate")
-        row = relaxed_set([res], [atoms], labeler.level, extra=_ordering_meta(
-            enumerations[k], ordering, i))
+        spread = {key: [v] for key, v in spread_of(res.atoms, calculator).items()}
+        row = relaxed_set([res], [atoms], labeler.level, extra={
+            **_ordering_meta(enumerations[k], ordering, i), **spread})
         store.append(path, row, config=config)
         log.info("[%d/%d] x = %.4f config %d (multiplicity %d): %s", j + 1, len(jobs),
                  k / n_sites, i, ordering.multiplicity, describe(res))
@@ -173,6 +178,7 @@ def _table(data: StructureSet):
         "mixing_meV_per_fu": 1000.0 * np.asarray(m["mixing_energy"], dtype=float),
         "rank": m["rank"], "converged": m["converged"], "n_steps": m["n_steps"],
         "max_force_eV_A": m["max_force"], "closest_contact": m["closest_contact"],
+        "max_force_spread_eV_A": m.get("max_force_spread", np.full(len(data), np.nan)),
         "dopant_sites": m["dopant_sites"], "id": m["id"],
         "note": m["relax_note"]})
     last = table["rank"].where(table["rank"] >= 0, len(table))  # failed/unphysical last

@@ -11,7 +11,8 @@ calculator (MACE: displaced cells batched, float64).
 Outputs per structure in ``task.output_dir/<id>/``: ``phonopy.yaml`` (force
 constants, phonopy's format), ``band.yaml`` and ``total_dos.dat`` (phonopy's),
 ``band_dos.png``; for all structures ``stability.csv`` (verdict, lowest
-frequency, its q-point, band and element character). A structure whose
+frequency, its q-point, band and element character; with a committee potential the
+``max_force_spread`` (eV/A) and ``energy_spread`` (eV) of the structure the phonons are of). A structure whose
 relaxation fails in every calculator settings variant gets a row with
 ``stable`` empty and the failure as its verdict; the others go on.
 """
@@ -25,6 +26,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from capml.calculators.mlip import spread_of
 from capml.simulation import phonons
 from capml.simulation.forces import EngineSettings, evaluator_factory
 from capml.simulation.phonopy_io import save_phonopy
@@ -48,6 +50,7 @@ def run(cfg: DictConfig) -> Path:
     settings = RelaxSettings.from_config(t)
     evaluator = evaluator_factory(labeler, EngineSettings.from_config(t))
     out_dir = Path(t.output_dir)
+    calculator = labeler.calculator()  # for the committee spread of each final structure
     rows = []
     for k, atoms in enumerate(atoms_list):
         name = structure_id(atoms, k)
@@ -60,7 +63,8 @@ def run(cfg: DictConfig) -> Path:
                 rows.append({**row, "level": labeler.level, "verdict": res.note})
                 continue
             atoms = res.atoms
-        rows.append({**row, **_phonons_of(atoms, evaluator, t, out_dir / name, labeler.level)})
+        rows.append({**row, **spread_of(atoms, calculator),
+                     **_phonons_of(atoms, evaluator, t, out_dir / name, labeler.level)})
     import pandas as pd
 
     table = pd.DataFrame(rows)

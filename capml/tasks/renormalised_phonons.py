@@ -7,7 +7,9 @@ one peak is fitted per mode, and the renormalised frequencies rebuild force
 constants: ``<name>/phonopy_renormalised.yaml`` (phonopy's format), its band
 structure (ordered cells) or Gamma frequencies + DOS (``band_dos.png``), the
 mode table ``<name>/modes.csv`` and ``<name>/spectra.png``. ``stabilisation.csv``
-summarises: harmonic imaginary modes, renormalised ones, the verdict.
+summarises: harmonic imaginary modes, renormalised ones, the verdict. With
+``task.max_uncertainty`` (eV/A) a run is analysed only up to its first frame whose committee
+force spread exceeds it (``task.beyond_uncertainty=flag``: all frames, counted).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from capml.simulation.phonopy_io import load_phonopy, map_atoms, save_phonopy, s
 from capml.simulation.trajectory import (
     equilibrated,
     force_constants_file,
+    largest_spread,
     read_trajectories,
+    within_uncertainty,
 )
 from capml.utils.config import plain
 
@@ -99,6 +103,8 @@ def run(cfg: DictConfig) -> Path:
     rows = []
     for traj in read_trajectories(t.md_dir, bool(t.include_blown_up)):
         t0 = time.perf_counter()
+        traj, n_beyond = within_uncertainty(traj, t.get("max_uncertainty"),
+                                            str(t.get("beyond_uncertainty", "refuse")))
         phonon = load_phonopy(force_constants_file(t.phonons_dir, traj.source))
         row, table, fit, renorm = analyse_trajectory(traj, phonon, t)
         sub = out / traj.name
@@ -110,6 +116,7 @@ def run(cfg: DictConfig) -> Path:
         phonons.plot(result, sub / "band_dos.png",
                      title=f"{traj.name}: renormalised at {traj.temperature:g} K")
         plot_spectra(fit, sub / "spectra.png", traj.name)
+        row.update(n_beyond_uncertainty=n_beyond, max_force_spread=largest_spread(traj))
         row["seconds"] = round(time.perf_counter() - t0, 2)
         row["renormalised_dispersion"] = result["stability"].summary()
         rows.append(row)

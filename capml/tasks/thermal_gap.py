@@ -3,7 +3,9 @@
 For every MD trajectory in ``task.md_dir``: the GNN gap (``task.checkpoint``) of
 every ``task.every``-th frame after ``task.equilibration_ps``, the 0 K gap of the
 relaxed structure the run started from (its first frame), Delta Eg(T) and an
-autocorrelation-aware standard error. With ``task.quantum.n_samples > 0`` also
+autocorrelation-aware standard error. With ``task.max_uncertainty`` (eV/A) frames whose
+committee force spread exceeds it are refused (the run is analysed up to the first of them)
+or, ``task.beyond_uncertainty=flag``, counted in ``n_beyond_uncertainty``. With ``task.quantum.n_samples > 0`` also
 the harmonic quantum estimate: the mean gap over phonopy thermal-displacement
 samples of the same relaxed structure at T (zero-point motion included), from
 its force constants in ``task.phonons_dir``.
@@ -29,7 +31,9 @@ from capml.simulation.phonopy_io import full_force_constants, load_phonopy, supe
 from capml.simulation.trajectory import (
     equilibrated,
     force_constants_file,
+    largest_spread,
     read_trajectories,
+    within_uncertainty,
 )
 from capml.utils.seeds import seed_of
 from capml.utils.tables import markdown
@@ -56,6 +60,8 @@ def run(cfg: DictConfig) -> Path:
     predictor = load_predictor(t.checkpoint)
     rows = []
     for traj in read_trajectories(t.md_dir, bool(t.include_blown_up)):
+        traj, n_beyond = within_uncertainty(traj, t.get("max_uncertainty"),
+                                            str(t.get("beyond_uncertainty", "refuse")))
         keep = equilibrated(traj.times_fs, t.equilibration_ps, where=str(traj.path))
         frames = np.r_[0, keep[:: int(t.every)]]
         gaps = predictor.predict([traj.atoms(k) for k in frames])
@@ -65,7 +71,8 @@ def run(cfg: DictConfig) -> Path:
                                              equilibration_ps=float(t.equilibration_ps))
         rows.append({"name": traj.name, "source": traj.source, "x": traj.x,
                      "temperature": traj.temperature, "method": "md",
-                     "md_status": traj.status, **row})
+                     "md_status": traj.status, "n_beyond_uncertainty": n_beyond,
+                     "max_force_spread": largest_spread(traj), **row})
         log.info("%s: Eg(0 K) %.3f eV, <Eg> %.3f +- %.3f eV over %d frames (tau_int %.0f fs): "
                  "Delta Eg %+.3f eV", traj.name, row["gap_0K"], row["gap_mean"], row["gap_sem"],
                  row["n_frames"], row["tau_int_fs"], row["delta_gap"])
