@@ -26,16 +26,10 @@ from capml.tasks import dispatch
 Q = [[0.5, 0.0, 0.5], [0.5, 0.5, 0.5], [0.1, 0.2, 0.3], [0.0, 0.0, 0.0]]
 
 
-def emt_evaluator(cells):
-    return make_evaluator(cells, EMT)
-
-
-def test_emt_copper_equals_phonopy_by_hand():
-    cu = bulk("Cu", "fcc", a=3.6)
-    ours = phonons.force_constants(cu, emt_evaluator, supercell_matrix=[3, 3, 3],
-                                   primitive_matrix="P", distance=0.01)
-    ref = Phonopy(to_phonopy_atoms(cu), supercell_matrix=np.diag([3, 3, 3]),
-                  primitive_matrix="P")
+def serial_emt_phonopy(unitcell, supercell_matrix, primitive_matrix) -> Phonopy:
+    """The baseline: phonopy's own serial loop over displaced supercells with EMT."""
+    ref = Phonopy(to_phonopy_atoms(unitcell), supercell_matrix=supercell_matrix,
+                  primitive_matrix=primitive_matrix)
     ref.generate_displacements(distance=0.01)
     forces = []
     for cell in ref.supercells_with_displacements:
@@ -45,6 +39,18 @@ def test_emt_copper_equals_phonopy_by_hand():
     ref.forces = np.array(forces)
     ref.produce_force_constants()
     ref.symmetrize_force_constants()
+    return ref
+
+
+def emt_evaluator(cells):
+    return make_evaluator(cells, EMT)
+
+
+def test_emt_copper_equals_phonopy_by_hand():
+    cu = bulk("Cu", "fcc", a=3.6)
+    ours = phonons.force_constants(cu, emt_evaluator, supercell_matrix=[3, 3, 3],
+                                   primitive_matrix="P", distance=0.01)
+    ref = serial_emt_phonopy(cu, np.diag([3, 3, 3]), "P")
     np.testing.assert_allclose(ours.force_constants, ref.force_constants, atol=1e-10)
     f = phonons.frequencies_at(ours, Q)
     np.testing.assert_allclose(f, phonons.frequencies_at(ref, Q), atol=1e-8)
@@ -166,17 +172,7 @@ def test_force_constants_task_equals_serial_phonopy_on_emt(cfg_factory, tmp_path
     system = System.from_config(cfg.system)
     for x, path in zip((0.0, 1.0), paths):
         ours = load_phonopy(path)
-        ref = Phonopy(to_phonopy_atoms(system.parent(x)), supercell_matrix=system.supercell,
-                      primitive_matrix="auto")
-        ref.generate_displacements(distance=0.01)
-        forces = []
-        for cell in ref.supercells_with_displacements:
-            atoms = to_ase_atoms(cell)
-            atoms.calc = EMT()
-            forces.append(atoms.get_forces())
-        ref.forces = np.array(forces)
-        ref.produce_force_constants()
-        ref.symmetrize_force_constants()
+        ref = serial_emt_phonopy(system.parent(x), system.supercell, "auto")
         assert len(ours.supercell) == 32
         np.testing.assert_allclose(full_force_constants(ours), ref.force_constants,
                                    atol=1e-10)
