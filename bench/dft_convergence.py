@@ -31,9 +31,10 @@ SERIES = {
         {**PBESOL, **AG11, "ecut": 600},
         [{**PBESOL, **AG11, "ecut": e} for e in (350, 400, 500)]),
     "GLLB-SC basis, Gamma": (
-        {**GLLBSC, **AG11, "basis": "dzp"},
-        [{**GLLBSC, **AG11, "basis": "sz(dzp)"}]),
-    "GLLB-SC k-points, sz(dzp)": (
+        {**GLLBSC, **AG11, "ecut": 600},
+        [{**GLLBSC, **AG11}, {**GLLBSC, **AG11, "mode": "lcao", "basis": "dzp"},
+         {**GLLBSC, **AG11, "mode": "lcao", "basis": "sz(dzp)"}]),
+    "GLLB-SC k-points, 400 eV": (
         {**GLLBSC, **AG11, "kpts": [2, 2, 2]},
         [{**GLLBSC, **AG11}]),
     "PBEsol k-points, 400 eV": (

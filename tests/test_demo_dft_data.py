@@ -18,7 +18,7 @@ STATED = {  # README, "The DFT demo data"
                       "level": "gpaw-pbesol-pw",
                       "labels": ("energy", "forces", "stress", "band_gap")},
     "high_gllbsc.h5": {"total": 180, "phonon": 162, "uniform": 18, "equilibrium": 0,
-                       "level": "gpaw-gllbsc-lcao", "labels": ("band_gap",)},
+                       "level": "gpaw-gllbsc-pw", "labels": ("band_gap",)},
 }
 
 

@@ -189,20 +189,26 @@ def _gllbsc_gap(calc, atoms) -> float:
     return float(sum(quasiparticle_gap(calc, atoms)))
 
 
-def gllbsc(properties=("band_gap",), mode: str = "lcao", basis: str = "sz(dzp)",
-           kpts=(1, 1, 1), gamma: bool = True, setups=None, smearing_width: float = 0.01, max_iterations: int = 300,
-           fallbacks=(), symbols=("Ag", "S", "Br", "I"), setups_dir=None,
-           level: str = "gpaw-gllbsc-lcao") -> GpawLabeler:
+def gllbsc(properties=("band_gap",), mode: str = "pw", ecut: float = 400.0,
+           basis: str = "dzp", kpts=(1, 1, 1), gamma: bool = True, setups=None,
+           smearing_width: float = 0.01, max_iterations: int = 300, fallbacks=(),
+           symbols=("Ag", "S", "Br", "I"), setups_dir=None,
+           level: str = "gpaw-gllbsc-pw") -> GpawLabeler:
     """GLLB-SC (a band-gap-accurate potential at semilocal cost): the quasiparticle gap
-    = Kohn-Sham gap + derivative discontinuity, in LCAO ``basis`` by default."""
+    = Kohn-Sham gap + derivative discontinuity; plane waves (``ecut`` eV) by default, or
+    ``mode="lcao"`` with ``basis``."""
     if set(properties) != {"band_gap"}:
         raise ValueError(f"calculator '{level}': GLLB-SC gives band_gap only "
                          f"(its total energy is not a variational one), got {list(properties)}")
+    if mode not in ("pw", "lcao"):
+        raise ValueError(f"calculator '{level}': mode={mode!r}, expected 'pw' or 'lcao'")
+    basis_settings = ({"mode": {"name": "pw", "ecut": float(ecut)}} if mode == "pw"
+                      else {"mode": "lcao", "basis": basis})
     return GpawLabeler(
         level=level, build=_gllbsc_calculator, symbols=symbols, setups_dir=setups_dir,
-        settings=dict(mode=mode, basis=basis, xc="GLLBSC", kpts=_kpts(kpts, gamma),
-                      setups=_variants(setups), txt=None, occupations={"name": "fermi-dirac",
-                                             "width": float(smearing_width)},
+        settings=dict(**basis_settings, xc="GLLBSC", kpts=_kpts(kpts, gamma),
+                      setups=_variants(setups), txt=None,
+                      occupations={"name": "fermi-dirac", "width": float(smearing_width)},
                       maxiter=int(max_iterations)),
         properties=("band_gap",), fallbacks=[plain(f) for f in fallbacks],
         band_gap=_gllbsc_gap)
