@@ -29,11 +29,13 @@ TINY = ["model.mace.hidden_irreps=8x0e", "model.mace.r_max=4.5", "model.mace.max
         "model.mace.correlation=2", "model.mace.num_interactions=1",
         "model.mace.radial_MLP=[16]", "model.mace.batch_size=4",
         "data.split.fractions=[0.7,0.1,0.2]"]
+SECOND_LEVEL_OFFSET = {"Cu": 2.0, "Au": 1.0}  # eV/atom: the second level's own zero
 STRONG_STRESS = ["model.mace.stress_weight=1000.0", "model.mace.swa_stress_weight=1000.0"]
 
 
-def cuau_set(n: int, seed: int, level: str, calc) -> StructureSet:
-    """Cu6Au2 cells (two fcc cubes), strained by up to 3 % and rattled by 0.08 A."""
+def cuau_set(n: int, seed: int, level: str, calc, offset_eV=None) -> StructureSet:
+    """Cu6Au2 cells (two fcc cubes), strained by up to 3 % and rattled by 0.08 A; energies
+    plus ``offset_eV`` = {symbol: eV per atom} (another level's reference energies)."""
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(n):
@@ -44,6 +46,7 @@ def cuau_set(n: int, seed: int, level: str, calc) -> StructureSet:
         atoms.calc = calc
         res = dict(energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
                    stress=atoms.get_stress())
+        res["energy"] += sum((offset_eV or {}).get(s, 0.0) for s in atoms.symbols)
         atoms.calc = SinglePointCalculator(atoms, **res)
         atoms.info.update(id=f"{level}-{i:03d}", level=level, label_status="ok",
                           method="uniform", x=0.25)
@@ -73,7 +76,7 @@ def foundation(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finetune_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("finetune") / "emt_morse.h5"
-    write(path, cuau_set(40, 1, "emt+morse", second_level()))
+    write(path, cuau_set(40, 1, "emt+morse", second_level(), offset_eV=SECOND_LEVEL_OFFSET))
     return path
 
 
@@ -94,7 +97,8 @@ def finetune(foundation, data, out, *overrides):
 def finetuned(foundation, finetune_data, tmp_path_factory):
     """Fine-tuned with a stress weight large enough to matter in a few epochs (stress
     errors in eV/A^3 are small numbers: with the paper's 10 the term is ~1 % of the loss)."""
-    return finetune(foundation, finetune_data, tmp_path_factory.mktemp("ft"), *STRONG_STRESS)
+    return finetune(foundation, finetune_data, tmp_path_factory.mktemp("ft_strong"),
+                    *STRONG_STRESS)
 
 
 def test_finetuning_lowers_the_held_out_error_of_the_foundation(finetuned):
@@ -111,15 +115,64 @@ def test_what_ran_is_what_was_asked(finetuned, foundation):
     _, record = finetuned
     training = record["training"]
     assert training["multihead_finetuning"] is False
-    assert training["e0s_method"] == "estimated"
+    assert training["e0s_method"].startswith("estimated")
     assert set(training["e0s_eV"]) == {"Cu", "Au"}
     assert training["loss"].startswith("UniversalLoss(") and "stress_weight=1000.000" in \
         training["loss"]
     assert "--multiheads_finetuning=False" in training["trainer_args"]
-    assert f"--foundation_model={foundation}" in training["trainer_args"]
+    start = [a for a in training["trainer_args"] if a.startswith("--foundation_model=")]
+    assert start and start[0].endswith("foundation_with_e0s.model")  # mace_e0s: why a copy
     assert record["model"]["heads"] == ["Default"]
     assert record["model"]["dtype"] == "float64"
     assert record["model"]["r_max"] == pytest.approx(4.5)  # the foundation's
+
+
+def test_fine_tuned_model_keeps_the_estimated_e0s(finetuned, foundation, tmp_path_factory):
+    """The second level's zero sits 1.75 eV/atom above the first (plus its Morse term):
+    the saved model must hold the shifted E0s (mace alone would save, and train with, the
+    foundation's) and predict energies at the second level's zero. One stoichiometry: the
+    shift is common to both elements."""
+    from capml.models import mace as mace_models
+    from capml.training.mace_e0s import model_e0s
+
+    metrics, record = finetuned
+    out = tmp_path_factory.getbasetemp()
+    saved = model_e0s(mace_models.load(next(out.glob("ft_strong*/ft.model"))))
+    start = model_e0s(mace_models.load(foundation))
+    for symbol, z in (("Cu", 29), ("Au", 79)):
+        assert saved[z] == pytest.approx(record["training"]["e0s_eV"][symbol], abs=1e-9)
+    shift = saved[29] - start[29]
+    assert saved[79] - start[79] == pytest.approx(shift, abs=1e-9) and 0.8 < shift < 2.0
+    test = metrics["test"]
+    assert test["start"]["energy"]["mae"] > 800.0  # meV/atom: the offset
+    assert test["start"]["energy_relative"]["offset"] == pytest.approx(-1e3 * shift, rel=0.1)
+    assert test["trained"]["energy"]["mae"] < 30.0
+
+
+def test_e0_correction_is_a_common_shift_plus_the_min_norm_rest():
+    from capml.training.mace_e0s import correction
+
+    rng = np.random.default_rng(3)
+    fixed = np.tile([24.0, 8.0, 8.0], (12, 1))  # one stoichiometry: rank 1
+    residual = fixed @ np.array([1.0, 1.0, 1.0]) + rng.normal(0, 0.01, 12)
+    c = correction(fixed, residual)
+    np.testing.assert_allclose(c, residual.mean() / 40.0, atol=1e-12)  # all elements alike
+    full = rng.integers(1, 9, size=(20, 3)).astype(float)  # full rank: the exact solution
+    truth = np.array([-2.0, 0.5, 3.0])
+    np.testing.assert_allclose(correction(full, full @ truth), truth, atol=1e-10)
+
+
+def test_a_saved_model_with_other_e0s_than_reported_is_refused(foundation, tmp_path):
+    from capml.models import mace as mace_models
+    from capml.training.mace_e0s import model_e0s, with_e0s
+
+    module = mace_models.load(foundation)
+    e0 = {z: v + 1.0 for z, v in model_e0s(module).items()}
+    patched = mace_models.load(with_e0s(module, e0, tmp_path / "p.model"))
+    assert model_e0s(patched) == pytest.approx(e0)
+    mf.check_saved_e0s(patched, e0, tmp_path / "p.model")
+    with pytest.raises(RuntimeError, match="p.model: the saved model's E0s differ"):
+        mf.check_saved_e0s(module, e0, tmp_path / "p.model")
 
 
 def test_export_copies_model_and_sidecars(finetuned, tmp_path_factory):

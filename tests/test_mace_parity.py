@@ -77,6 +77,8 @@ def test_parity_metrics_units():
     assert m["energy"]["mae"] == pytest.approx(2.0) and m["energy"]["units"] == "meV/atom"
     assert m["forces"]["mae"] == pytest.approx(50.0) and m["forces"]["units"] == "meV/A"
     assert m["stress"]["mae"] == pytest.approx(0.1) and m["stress"]["units"] == "meV/A^3"
+    assert m["energy_relative"]["mae"] == pytest.approx(0.0, abs=1e-9)  # a pure offset
+    assert m["energy_relative"]["offset"] == pytest.approx(2.0)
 
 
 def test_parity_and_phonons_against_the_reference_level(cfg_factory, models, labeled_by_a,
@@ -90,7 +92,8 @@ def test_parity_and_phonons_against_the_reference_level(cfg_factory, models, lab
         f"+task.models={{a: {models['a']}, b: {models['b']}}}", "~task.models.demo",
         "calculator@task.reference_calculator=mlip",
         f"task.reference_calculator.model={models['a']}", "task.phonons.npoints=11",
-        "task.phonons.structures=[{name: Ag3SBr, x: 1.0, reference: null}]")
+        "task.phonons.structures=[{name: Ag3SBr, x: 1.0, reference: null}]",
+        "task.md.compositions=[1.0]", "task.md.duration_ps=0.03", "task.md.stride=5")
     result = dispatch("analyze", cfg)
     assert result["n_structures"] == 3 and set(result["ids"]) == {"p2", "p3", "p4"}
     for key in ("energy", "forces", "stress"):
@@ -111,6 +114,20 @@ def test_parity_and_phonons_against_the_reference_level(cfg_factory, models, lab
     gamma = ph_b.get_qpoints_dict()["frequencies"][0]
     assert np.sum(np.abs(gamma) < 0.05) == 3  # three acoustic modes at zero
     assert json.loads((out / "metrics.json").read_text())["models"]["b"] == str(models["b"])
+    # MD survival: the same seeded replica for every model, each run to its end or failure
+    from capml.simulation.trajectory import read_trajectories
+
+    rows = result["md_survival"]
+    assert [r["replica"] for r in rows["a"]] == [r["replica"] for r in rows["b"]]
+    starts = []
+    for name in ("a", "b"):
+        (row,) = rows[name]
+        (traj,) = read_trajectories(out / f"md_{name}", include_blown_up=True)
+        assert row["survived_ps"] == pytest.approx(traj.times_fs[-1] / 1000.0, abs=0.006)
+        assert row["status"] == "finished" or row["survived_ps"] < 0.03
+        starts.append(traj.positions[0])
+    np.testing.assert_array_equal(starts[0], starts[1])
+    assert (out / "md_survival.csv").read_text().count("\n") == 3
 
 
 def test_default_config_compares_the_demo_potential_with_gfn2(cfg_factory):

@@ -47,14 +47,24 @@ def predict(calc, atoms_list) -> dict[str, np.ndarray]:
 
 
 def parity_metrics(reference: dict, predicted: dict) -> dict[str, dict[str, float]]:
-    """Per quantity: MAE/RMSE/max in reported units (meV/atom, meV/A, meV/A^3), R^2, n."""
+    """Per quantity: MAE/RMSE/max in reported units (meV/atom, meV/A, meV/A^3), R^2, n;
+    plus ``energy_relative``: the energy errors after removing their mean (the offset), which
+    is what forces, MD and relative energies see. A potential of another level (a foundation
+    before fine-tuning) can sit far off in ``energy`` and close in ``energy_relative``."""
     out = {}
     for key, (_, factor, units) in QUANTITIES.items():
-        m = error_metrics(reference[key], predicted[key])
-        out[key] = {"mae": m["mae"] * factor, "rmse": m["rmse"] * factor,
-                    "max": m["max"] * factor, "r2": m["r2"], "units": units,
-                    "n": int(np.asarray(reference[key]).size)}
+        out[key] = _scaled(error_metrics(reference[key], predicted[key]), factor, units,
+                           reference[key])
+    ref_e, pred_e = np.asarray(reference["energy"]), np.asarray(predicted["energy"])
+    offset = float(np.mean(pred_e - ref_e)) if ref_e.size else float("nan")
+    out["energy_relative"] = _scaled(error_metrics(ref_e, pred_e - offset), 1e3, "meV/atom",
+                                     ref_e) | {"offset": offset * 1e3}
     return out
+
+
+def _scaled(m: dict, factor: float, units: str, reference) -> dict:
+    return {"mae": m["mae"] * factor, "rmse": m["rmse"] * factor, "max": m["max"] * factor,
+            "r2": m["r2"], "units": units, "n": int(np.asarray(reference).size)}
 
 
 # ---------------------------------------------------------------------- phonons

@@ -9,6 +9,11 @@ structure, supercell and primitive cell; without one, the parent cell of ``x`` i
 computed with ``task.reference_calculator`` (GFN2-xTB: about 6 displaced 40-atom cells,
 a few minutes).
 
+With ``task.md`` set (a task=md config), every model also runs the same seeded Langevin
+replicas, and the time each survives before it blows up or leaves its committee's domain is
+reported (``md_survival.csv``): a potential can fit held-out cells well and still fall into
+an unphysical hole that MD finds.
+
 Held-out: with ``held_out: unseen`` the structures used for training or validation by any
 model (ids listed in the ``<model>.yaml`` written next to it by ``train.py model=mace``)
 are left out; models without that file (foundation models) never saw these data.
@@ -16,6 +21,7 @@ are left out; models without that file (foundation models) never saw these data.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -25,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from capml.analysis import mlip_parity as parity_analysis
 from capml.calculators.mlip import mlip
@@ -125,10 +131,11 @@ def run(cfg: DictConfig) -> dict:
         parity_analysis.phonon_figure(spec.name, ref_band, bands, phonons[spec.name]).savefig(
             out / f"phonons_{spec.name}.png", dpi=150)
 
+    survival = md_survival(cfg, models, out) if t.get("md") else {}
     result = {"data": str(t.data), "n_structures": len(data),
               "ids": [str(i) for i in data.meta["id"]], "models": {k: str(v) for k, v in
                                                                    models.items()},
-              "parity": parity, "phonons": phonons}
+              "parity": parity, "phonons": phonons, "md_survival": survival}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     _write_csv(out / "parity_metrics.csv",
                [{"model": n, "quantity": q, **m} for n, per in parity.items()
@@ -139,13 +146,43 @@ def run(cfg: DictConfig) -> dict:
                  "n_imaginary_reference": m["n_imaginary_reference"],
                  "n_imaginary_predicted": m["n_imaginary_predicted"]}
                 for s, per in phonons.items() for n, m in per.items()])
+    _write_csv(out / "md_survival.csv", [row for rows in survival.values() for row in rows])
     return result
+
+
+def md_survival(cfg: DictConfig, models: dict, out: Path) -> dict[str, list[dict]]:
+    """How long each model's Langevin MD runs before it blows up (atoms in contact, runaway
+    temperature) or leaves its committee's domain: ``task.md`` is a task=md config (its
+    compositions, temperatures, duration, checks), run with every model in
+    ``out/md_<model>/`` (resumable). Rows per replica: status and survived time (ps)."""
+    from capml.tasks import md as md_task
+
+    survival = {}
+    for name, model in models.items():
+        sub = copy.deepcopy(cfg)
+        with open_dict(sub):
+            sub.task = copy.deepcopy(cfg.task.md)
+            sub.task.output_dir = str(out / f"md_{name}")
+            sub.task.fail_on_blowup = False
+            sub.calculator = {"_target_": "capml.calculators.mlip.labeler", "model": str(model),
+                              "device": cfg.task.device, "dtype": cfg.task.dtype,
+                              "level": f"mace-{name}"}
+        dt_ps = float(sub.task.timestep_fs) / 1000.0
+        survival[name] = [
+            {"model": name, "replica": o.name, "status": o.status,
+             "survived_ps": round(o.last_step * dt_ps, 4),
+             "duration_ps": float(sub.task.duration_ps)}
+            for o in md_task.run(sub)]
+        log.info("md %s: %s", name, ", ".join(f"{r['replica']} {r['survived_ps']:g} ps "
+                                             f"({r['status']})" for r in survival[name]))
+    return survival
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
+    fields = list(dict.fromkeys(k for row in rows for k in row))
     with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

@@ -21,12 +21,22 @@ pool of the same sizes, so that members differ in data as well as in initial wei
 disagreement then grows where the data are sparse) while no member's early stopping sees the
 test structures.
 
+Member-wise fine-tuning (``model.foundation=<committee folder>``, e.g. the committee that
+active learning refines, ``capml.tasks.active_learning``): member k starts from the old
+member k, so every member keeps its own initial weights and data draw and the committee stays
+a committee (fine-tuning all members from one model would collapse their spread);
+``model.committee`` must equal the old committee's size. A killed committee run resumes in
+its run directory: a member whose ``<name>_metrics.json`` exists (written last) is not
+trained again, provided its recorded ``model`` config equals this run's.
+
 E0s (isolated-atom reference energies). In these data every cell has the same Ag:S ratio
 (Ag24 S8 X8), so the least-squares ``average`` E0s are rank deficient: only two combinations
 of the four elemental energies are determined and mace's minimum-norm solution splits the
 rest arbitrarily. ``e0s: auto`` therefore uses ``estimated`` with a foundation model (the
-foundation's E0s plus the minimum-norm least-squares shift that removes its systematic
-energy offset on the training data) and, from scratch, ``isolated``: isolated-atom energies
+foundation's E0s plus the least-squares correction that removes its systematic energy
+offset on the training data, computed by capml: ``capml.training.mace_e0s``, which also says
+why the trainer starts from a foundation copy holding them) and, from scratch,
+``isolated``: isolated-atom energies
 computed with the reference calculator at the very settings that labeled the data, so the
 model learns the cohesive energy. ``average`` is refused when it is rank deficient.
 """
@@ -36,6 +46,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import filecmp
 import json
 import logging
 import os
@@ -288,11 +299,26 @@ def run(cfg: DictConfig) -> float:
         raise ValueError(f"model.committee = {mcfg.committee}: expected a number of members "
                          ">= 1 (1: a single potential)")
     out = Path(cfg.paths.output_dir)
-    foundation = resolve_foundation(mcfg.foundation)
+    foundations = member_foundations(mcfg.foundation, size)
     source, data, parts = _training_data(cfg)
     if size == 1:
-        return _train_member(cfg, out, source, data, parts, foundation)
-    return _train_committee(cfg, out, source, data, parts, foundation, size)
+        return _train_member(cfg, out, source, data, parts, foundations[0])
+    return _train_committee(cfg, out, source, data, parts, foundations, size)
+
+
+def member_foundations(foundation, size: int) -> list[str | None]:
+    """The foundation of each of ``size`` members: one model for all, or member k of a
+    committee folder for member k (member-wise fine-tuning, sizes must match)."""
+    from capml.calculators.mlip import committee_members
+
+    members = None if foundation is None else committee_members(foundation)
+    if members is None:
+        return [resolve_foundation(foundation)] * size
+    if len(members) != size:
+        raise ValueError(f"model.foundation={foundation} is a committee of {len(members)} "
+                         f"members; member-wise fine-tuning needs model.committee="
+                         f"{len(members)} (got {size})")
+    return [str(m.resolve()) for m in members]
 
 
 def redraw_train_val(parts: dict[str, StructureSet], seed: int) -> dict[str, StructureSet]:
@@ -305,9 +331,10 @@ def redraw_train_val(parts: dict[str, StructureSet], seed: int) -> dict[str, Str
             "val": pool.subset(np.sort(order[:n_val])), "test": parts["test"]}
 
 
-def _train_committee(cfg, out: Path, source, data, parts, foundation, size: int) -> float:
-    """K members (seeds seed, seed+1, ...; member k > 0 on its own train/val redraw) in
-    ``out/member_<k>/``, gathered in ``out/<name>/`` (member_<k>.model + committee.json)."""
+def _train_committee(cfg, out: Path, source, data, parts, foundations, size: int) -> float:
+    """K members (seeds seed, seed+1, ...; member k > 0 on its own train/val redraw; member k
+    from ``foundations[k]``) in ``out/member_<k>/``, gathered in ``out/<name>/``
+    (member_<k>.model + committee.json, written last and atomically)."""
     folder = out / cfg.model.name
     folder.mkdir(parents=True, exist_ok=True)
     members, val_mae = [], []
@@ -317,12 +344,21 @@ def _train_committee(cfg, out: Path, source, data, parts, foundation, size: int)
         with open_dict(member_cfg):
             member_cfg.seed = seed
             member_cfg.model.export_dir = None
+            if foundations[k] is not None:  # member k's own start (member-wise: old member k)
+                member_cfg.model.foundation = foundations[k]
         member_parts = redraw_train_val(parts, seed) if k else parts
-        log.info("committee member %d of %d (seed %d)", k + 1, size, seed)
-        val_mae.append(_train_member(member_cfg, out / f"member_{k}", source, data,
-                                     member_parts, foundation))
-        shutil.copyfile(out / f"member_{k}" / f"{cfg.model.name}.model",
-                        folder / f"member_{k}.model")
+        done = finished_member(out / f"member_{k}", member_cfg.model)
+        if done is not None:
+            log.info("committee member %d of %d (seed %d): finished earlier, kept", k + 1,
+                     size, seed)
+            val_mae.append(done)
+        else:
+            log.info("committee member %d of %d (seed %d)", k + 1, size, seed)
+            val_mae.append(_train_member(member_cfg, out / f"member_{k}", source, data,
+                                         member_parts, foundations[k]))
+        trained, gathered = out / f"member_{k}" / f"{cfg.model.name}.model", folder / f"member_{k}.model"
+        if not (gathered.is_file() and filecmp.cmp(trained, gathered, shallow=False)):
+            shutil.copyfile(trained, gathered)
         members.append({"file": f"member_{k}.model", "seed": seed,
                         "val_forces_mae_meV_A": val_mae[-1],
                         "val_ids": [str(i) for i in member_parts["val"].meta["id"]]})
@@ -331,17 +367,44 @@ def _train_committee(cfg, out: Path, source, data, parts, foundation, size: int)
                          "redraw of the train/val pool (same sizes)",
                 "test_ids": [str(i) for i in parts["test"].meta["id"]],
                 "foundation": cfg.model.foundation}
-    (folder / "committee.json").write_text(json.dumps(manifest, indent=2))
+    _write_json(folder / "committee.json", manifest)
     if len(parts["test"]):  # the committee mean, loaded as calculator=mlip loads it
         manifest["test_metrics"] = evaluate(folder, parts["test"], cfg.model.device,
                                             cfg.model.dtype)[0]
-        (folder / "committee.json").write_text(json.dumps(manifest, indent=2))
+        _write_json(folder / "committee.json", manifest)
     if cfg.model.export_dir:
         shutil.copytree(folder, Path(cfg.model.export_dir) / folder.name, dirs_exist_ok=True)
         log.info("exported the committee %s to %s", folder.name, cfg.model.export_dir)
     log.info("committee of %d in %s; test metrics of its mean: %s", size, folder,
              json.dumps(manifest.get("test_metrics", {})))
     return float(np.mean(val_mae))
+
+
+def finished_member(out: Path, mcfg) -> float | None:
+    """Validation force MAE (meV/A) of a member trained earlier in ``out`` with the same
+    ``model`` config (its metrics file is written last), None when it has to be trained.
+    Raises ValueError when ``out`` holds a member trained with other settings."""
+    metrics_file, record_file = out / f"{mcfg.name}_metrics.json", out / f"{mcfg.name}.yaml"
+    if not (metrics_file.is_file() and (out / f"{mcfg.name}.model").is_file()):
+        return None
+    try:
+        val_mae = float(json.loads(metrics_file.read_text())["val"]["trained"]["forces"]["mae"])
+        recorded = (yaml.safe_load(record_file.read_text()) or {}).get("config")
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None  # cut short while writing: train again
+    wanted = yaml.safe_load(yaml.safe_dump(OmegaConf.to_container(mcfg, resolve=True)))
+    if recorded != wanted:
+        changed = sorted(k for k in set(recorded or {}) | set(wanted)
+                         if (recorded or {}).get(k) != wanted.get(k))
+        raise ValueError(f"{out}: holds a member trained with other model settings "
+                         f"({changed} differ); use a new run directory or delete {out}")
+    return val_mae
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
 
 
 def _train_member(cfg, out: Path, source, data, parts, foundation) -> float:
@@ -358,8 +421,11 @@ def _train_member(cfg, out: Path, source, data, parts, foundation) -> float:
     e0_arg, e0_method, _ = e0s_argument(mcfg.e0s, parts["train"], foundation,
                                         lambda: instantiate(mcfg.e0s_calculator),
                                         read_attrs(source))
+    start = foundation
+    if e0_method == "estimated" and not mcfg.multihead_finetuning:
+        e0_arg, e0_method, start = estimated_e0s(foundation, parts["train"], work, mcfg)
     wandb_opts, env = wandb_options(cfg.get("logger"), out)
-    argv = trainer_args(_trainer_options(cfg, work, files, e0_arg, foundation, wandb_opts))
+    argv = trainer_args(_trainer_options(cfg, work, files, e0_arg, start, wandb_opts))
     log.info("mace_run_train %s", " ".join(argv))
     seconds = run_trainer(argv, out / "mace_train.log", env)
     log.info("training took %.0f s", seconds)
@@ -371,6 +437,7 @@ def _train_member(cfg, out: Path, source, data, parts, foundation) -> float:
     module = mace_models.load(model_path, dtype=None)
     ran = verify_run((out / "mace_train.log").read_text(), list(getattr(module, "heads", [])),
                      mcfg)
+    check_saved_e0s(module, ran["e0s"], model_path)
     metrics = evaluate_splits(parts, model_path, foundation, mcfg.device, mcfg.dtype, out)
     record = {"model": mace_models.describe(module),
               "training": _training_record(cfg, source, data, parts, e0_method, ran, seconds,
@@ -426,13 +493,45 @@ def _write_outputs(mcfg, out: Path, model_path: Path, record: dict, metrics: dic
     ``model.export_dir`` when set."""
     written = [model_path, out / f"{mcfg.name}.yaml", out / f"{mcfg.name}_metrics.json"]
     written[1].write_text(yaml.safe_dump(record, sort_keys=False))
-    written[2].write_text(json.dumps(metrics, indent=2))
+    _write_json(written[2], metrics)  # last: marks the member finished
     if mcfg.export_dir:
         dest = Path(mcfg.export_dir)
         dest.mkdir(parents=True, exist_ok=True)
         for f in written:
             shutil.copyfile(f, dest / f.name)
         log.info("exported %s to %s", [f.name for f in written], dest)
+
+
+def estimated_e0s(foundation: str, train: StructureSet, work: Path, mcfg
+                  ) -> tuple[str, str, str]:
+    """(--E0s, method, foundation file to start from) for single-head fine-tuning with
+    estimated E0s (``capml.training.mace_e0s``: the start file is a foundation copy that
+    holds them, since mace would otherwise train with the foundation's)."""
+    from capml.calculators.mlip import mlip
+    from capml.models import mace as mace_models
+    from capml.training import mace_e0s
+
+    module = mace_models.load(foundation, dtype=mcfg.dtype)
+    e0 = mace_e0s.estimate(module, mlip(foundation, device=mcfg.device, dtype=mcfg.dtype),
+                           train)
+    start = mace_e0s.with_e0s(module, e0, work / "foundation_with_e0s.model")
+    log.info("E0s estimated from the foundation (eV): %s",
+             {chemical_symbols[z]: round(v, 4) for z, v in e0.items()})
+    return _e0_dict(e0, sorted(e0)), "estimated (foundation + common shift per atom)", str(start)
+
+
+def check_saved_e0s(module, logged: dict | None, path: Path) -> None:
+    """The trained single-head model holds the E0s the trainer reported using."""
+    from capml.training.mace_e0s import model_e0s
+
+    if not logged or len(getattr(module, "heads", ["Default"])) > 1:
+        return
+    saved = model_e0s(module)
+    off = {chemical_symbols[z]: (saved.get(z), v) for z, v in logged.items()
+           if saved.get(z) is None or abs(saved[z] - v) > 1e-6}
+    if off:
+        raise RuntimeError(f"{path}: the saved model's E0s differ from those the trainer "
+                           f"reported using ((saved, reported) eV: {off})")
 
 
 def resolve_foundation(foundation) -> str | None:
