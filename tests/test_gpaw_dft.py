@@ -130,3 +130,16 @@ def test_a_smeared_metal_has_no_gap():
     edges = kohn_sham_edges(atoms.calc)
     assert edges.metal and edges.n_partial > 0
     assert labeler(atoms)[0]["band_gap"] == 0.0
+
+
+def test_isolated_atom_energy_is_the_spin_polarised_atom_in_a_box():
+    """GPAW's energies are relative to the setup's spin-paired reference atom: a spin-paired
+    H atom in the box comes out near 0 and the Hund's-rule (spin-polarised) one lower by
+    the spin-polarisation energy (~0.9 eV in GGA)."""
+    labeler = pbesol(properties=("energy",), ecut=300, symbols=("H",))
+    polarised = labeler.isolated_atom_energy(1)
+    paired = labeler.isolated_atom_energy(1, {**labeler.settings, "hund": False})
+    assert abs(paired) < 0.1
+    assert -1.2 < polarised - paired < -0.6
+    with pytest.raises(ValueError, match="computes no energies"):
+        gllbsc().isolated_atom_energy(1)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from capml.calculators.band_gap import BandEdges, band_edges
 from capml.calculators.reference import Labeler
@@ -27,6 +28,7 @@ from capml.utils.config import plain
 log = logging.getLogger(__name__)
 
 SHIPPED_XC = ("LDA", "PBE", "RPBE", "revPBE", "GLLBSC")  # in the gpaw-data wheel
+ISOLATED_BOX_A = (12.0, 12.5, 13.0)  # box of isolated-atom energies (E0s), A
 
 
 def default_setups_dir() -> Path:
@@ -97,6 +99,22 @@ class GpawLabeler(Labeler):
         self.provenance = {"gpaw": _gpaw_version(), "setups": ensure_setups(self.symbols, self.settings["xc"],
                                                    setups_dir, self.settings["setups"]),
                            "setups_dir": str(setups_dir or default_setups_dir())}
+
+    def isolated_atom_energy(self, number: int, settings: dict | None = None) -> float:
+        """Energy (eV) of one isolated atom at these settings (or ``settings``, e.g. the ones
+        a data file recorded): spin polarised with Hund's-rule moment, in an orthorhombic
+        box of ``ISOLATED_BOX_A`` (unequal edges: no artificial cubic degeneracy) at the
+        Gamma point. The E0 of a MACE trained from scratch on this level."""
+        if "energy" not in self.properties:
+            raise ValueError(f"calculator '{self.level}' computes no energies")
+        symbol = chemical_symbols[int(number)]
+        settings = {"hund": True, **(settings or self.settings),
+                    "kpts": {"size": (1, 1, 1), "gamma": True}}
+        ensure_setups([symbol], settings["xc"], self.setups_dir, settings.get("setups"))
+        atoms = Atoms(symbol, positions=[np.asarray(ISOLATED_BOX_A) / 2], cell=ISOLATED_BOX_A,
+                      pbc=True)
+        atoms.calc = self.build(**settings)
+        return float(atoms.get_potential_energy())
 
     def _compute(self, atoms: Atoms, settings: dict) -> dict:
         unknown = set(atoms.get_chemical_symbols()) - set(self.symbols)

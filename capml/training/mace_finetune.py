@@ -117,6 +117,9 @@ def isolated_atom_energies(labeler, zs, data_attrs: dict | None = None) -> dict[
     from ase import Atoms
 
     recorded = ((data_attrs or {}).get("calculators") or {}).get(labeler.level)
+    if hasattr(labeler, "isolated_atom_energy"):  # periodic codes: an atom in a box
+        settings = dict(recorded["settings"]) if recorded else None
+        return {int(z): labeler.isolated_atom_energy(int(z), settings) for z in zs}
     if recorded:
         labeler = dataclasses.replace(labeler, settings=dict(recorded["settings"]))
     labeler = dataclasses.replace(labeler, properties=("energy",))
