@@ -72,7 +72,7 @@ def main(argv=None):
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--steps", type=int, default=5, help="timed MD steps")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_demo.model"))
+    p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_gfn2.model"))
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

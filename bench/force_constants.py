@@ -63,7 +63,7 @@ def timed(fn) -> tuple[float, object]:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_demo.model"))
+    p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_gfn2.model"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--supercell", type=int, default=2, help="n of the n x n x n supercell")

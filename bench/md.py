@@ -1,7 +1,7 @@
 """MD throughput: capml's batched Langevin engine vs ASE Langevin + mace's MACECalculator.
 
 Same MACE model on both sides (default: the bundled demo potential
-data/demo/mace_demo.model, loaded with capml.calculators.mlip.mlip as the simulate
+data/demo/mace_gfn2.model, loaded with capml.calculators.mlip.mlip as the simulate
 tasks do; ``--model random``: a freshly initialised ScaleShiftMACE of ``--hidden``
 irreps and ``--r-max``, as mace's own tests build it), same 40-atom
 Ag3SBr_xI_(1-x) cells (seeded random orderings at x = 0, 1/8, ..., 1), same
@@ -84,7 +84,7 @@ def main(argv=None):
     p.add_argument("--replicas", type=int, nargs="+", default=[1, 9])
     p.add_argument("--steps", type=int, default=20, help="timed MD steps per replica")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_demo.model"),
+    p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_gfn2.model"),
                    help="MACE .model file or mace_mp name; 'random': a fresh model")
     p.add_argument("--hidden", default="32x0e", help="MACE hidden irreps (--model random)")
     p.add_argument("--r-max", type=float, default=5.0, help="MACE cutoff, A (--model random)")

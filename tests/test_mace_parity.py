@@ -132,7 +132,7 @@ def test_parity_and_phonons_against_the_reference_level(cfg_factory, models, lab
 
 def test_default_config_compares_the_demo_potential_with_gfn2(cfg_factory):
     cfg = cfg_factory("analyze", "task=mlip_parity")
-    assert cfg.task.models.demo.endswith("data/demo/mace_demo.model")
+    assert cfg.task.models.demo.endswith("data/demo/mace_gfn2.model")
     assert cfg.task.reference_calculator.level == "gfn2-xtb"
     refs = [s.reference for s in cfg.task.phonons.structures]
     assert refs and all(r.endswith(".yaml") for r in refs)

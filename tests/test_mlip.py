@@ -120,7 +120,7 @@ def test_calculator_config_instantiates_a_labeler(cfg_factory, tiny_model, cuau)
 
 def test_default_calculator_config_points_at_the_demo_potential(cfg_factory):
     cfg = cfg_factory("simulate", "calculator=mlip", "task=label")
-    assert cfg.calculator.model == str(DEMO / "mace_demo.model")
+    assert cfg.calculator.model == str(DEMO / "mace_gfn2.model")
 
 
 # ------------------------------------------------------------ the bundled demo potential
@@ -130,9 +130,9 @@ def test_demo_potential_matches_gfn2_within_its_reported_error():
     from capml.analysis.mlip_parity import parity_metrics, predict, reference_values
     from capml.data import read
 
-    record = yaml.safe_load((DEMO / "mace_demo.yaml").read_text())
-    reported = json.loads((DEMO / "mace_demo_metrics.json").read_text())["test"]["trained"]
-    module = mace_models.load(DEMO / "mace_demo.model")
+    record = yaml.safe_load((DEMO / "mace_gfn2.yaml").read_text())
+    reported = json.loads((DEMO / "mace_gfn2_metrics.json").read_text())["test"]["trained"]
+    module = mace_models.load(DEMO / "mace_gfn2.model")
     assert sorted(mace_models.describe(module)["atomic_numbers"]) == [16, 35, 47, 53]
     from capml.data.splits import labeled
 
@@ -146,7 +146,7 @@ def test_demo_potential_matches_gfn2_within_its_reported_error():
                     f"labeled ({sorted(test_ids)}): bundle the labeled data it was trained on")
     held = data.subset(rows)
     assert set(held.meta["level"]) == {"gfn2-xtb"} and set(held.meta["label_status"]) == {"ok"}
-    pred = predict(mlip(DEMO / "mace_demo.model"), held.to_atoms())
+    pred = predict(mlip(DEMO / "mace_gfn2.model"), held.to_atoms())
     got = parity_metrics(reference_values(held), pred)
     # all its test cells: the errors it reports (README, closing note), recomputed here
     assert len(rows) == len(test_ids)

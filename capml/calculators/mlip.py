@@ -1,7 +1,7 @@
 """The machine-learned interatomic potential (MACE) as an ASE calculator.
 
 ``mlip(model=..., device=..., dtype=...)`` is the one factory every simulation task uses:
-``model`` is a local ``.model`` file (e.g. the bundled ``data/demo/mace_demo.model`` or a
+``model`` is a local ``.model`` file (e.g. the bundled ``data/demo/mace_gfn2.model`` or a
 ``train.py model=mace`` result) or a mace_mp foundation name ('medium-mpa-0', ...), which
 needs internet unless it is already in mace's cache, or a committee: a folder holding
 ``committee.json`` (``{"members": ["member_0.model", ...]}``, as ``train.py -cn train_mace
