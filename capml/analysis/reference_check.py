@@ -36,12 +36,11 @@ def draw_frames(times_fs: list[np.ndarray], n: int, equilibration_ps: float, see
     return sorted(picks)
 
 
-def frames_as_set(trajectories, picks, method: str = "md", meta: dict | None = None
-                  ) -> StructureSet:
+def frames_as_set(trajectories, picks, method: str = "md") -> StructureSet:
     """The frames ``picks`` = [(trajectory index, frame index)] of capml Trajectory objects
     as an unlabeled data set: ids ``<replica>@<time>fs``, ``source`` = trajectory file and
-    frame time, x, the thermostat temperature, ``method``, the MD's ``max_force_spread``
-    (eV/A) and the per-row columns of ``meta``."""
+    frame time, x, the thermostat temperature, ``method`` and the MD's largest committee
+    force spread ``md_max_force_spread`` (eV/A)."""
     atoms, columns = [], {"id": [], "source": [], "x": [], "temperature": [],
                           "md_max_force_spread": []}
     for i, f in picks:
@@ -55,7 +54,7 @@ def frames_as_set(trajectories, picks, method: str = "md", meta: dict | None = N
         columns["md_max_force_spread"].append(float(traj.max_force_spread[f]))
     columns["md_max_force_spread"] = np.asarray(columns["md_max_force_spread"], dtype=float)
     columns["method"] = [method] * len(picks)
-    return StructureSet.from_atoms(atoms, meta={**columns, **(meta or {})})
+    return StructureSet.from_atoms(atoms, meta=columns)
 
 
 def reference_errors(data: StructureSet, calc) -> tuple[dict, list[dict], dict]:

@@ -57,6 +57,7 @@ META_COLUMNS = {
     "label_note": (str, ""),  # e.g. which fallback settings converged
     "label_seconds": (np.float64, np.nan),
     "split": (str, ""),  # train | val | test | "" (unassigned)
+    "round": (np.int64, -1),  # active-learning round that added the structure (-1: none)
 }
 
 STRING_DTYPE = "utf-8"
