@@ -150,7 +150,8 @@ def md_step(cfg, r: int, committee: Path, md_dir: Path) -> list:
     potential = labeler(committee, device=str(t.device), dtype=str(t.dtype))
     outcomes = md.run(replicas, evaluator_factory(potential, EngineSettings.from_config(t)),
                       settings, md_dir, level=potential.level,
-                      config=OmegaConf.to_yaml(cfg, resolve=True), raise_on_blowup=False)
+                      config=OmegaConf.to_yaml(cfg, resolve=True),
+                      raise_on_blowup=bool(t.fail_on_blowup))
     for o in outcomes:
         log.info("round %d, %s: %s at step %d", r, o.name, o.status, o.last_step)
     return [read_trajectory(p) for p in trajectory_files(md_dir)]
