@@ -224,15 +224,20 @@ def test_farthest_point_sampling_picks_the_most_different_frames():
 @pytest.mark.parametrize("override, match", [
     ("task.select_threshold=0", "task.select_threshold = 0"),
     ("task.max_uncertainty=0.01", "must exceed task.select_threshold"),
-    ("task.committee=NOWHERE", "task.committee = .*NOWHERE"),
+    ("task.committee=NOWHERE", "task.committee = .*NOWHERE: expected a committee folder"),
+    ("task.committee=ONE", "task.committee = .*ONE: .*>= 2 members"),
     ("task.data=NOWHERE.h5", "task.data = .*NOWHERE.h5: no such data file"),
     ("calculator=gfn2", r"labeled with \['emt'\], but calculator 'gfn2-xtb'"),
 ])
 def test_bad_settings_are_named(cfg_factory, tmp_path, override, match):
     store.write(tmp_path / "cu.h5", StructureSet.from_atoms(cu_cells(2)))
-    (tmp_path / "c0").mkdir()
-    torch.save(build_mace([29], **TINY), tmp_path / "c0" / "member_0.model")
-    (tmp_path / "c0" / "committee.json").write_text(json.dumps({"members": ["member_0.model"]}))
+    for name, size in (("c0", 2), ("ONE", 1)):
+        (tmp_path / name).mkdir()
+        files = [f"member_{k}.model" for k in range(size)]
+        for k, f in enumerate(files):
+            torch.save(build_mace([29], seed=k, **TINY), tmp_path / name / f)
+        (tmp_path / name / "committee.json").write_text(json.dumps({"members": files}))
+    override = override.replace("ONE", str(tmp_path / "ONE"))
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         dispatch("simulate", al_cfg(cfg_factory, tmp_path, override))
     assert not list(tmp_path.glob("round_*"))

@@ -100,10 +100,11 @@ def check_settings(cfg) -> Path:
         raise ValueError(f"task.max_rounds = {t.max_rounds}, task.max_per_round = "
                          f"{t.max_per_round}: expected >= 1")
     committee = Path(str(t.committee))
-    if committee_members(committee) is None:
+    members = committee_members(committee)
+    if members is None or len(members) < 2:
         raise FileNotFoundError(f"task.committee = {committee}: expected a committee folder "
-                                "with committee.json (python train.py -cn train_mace "
-                                "model.committee=K)")
+                                "with committee.json listing >= 2 members (python train.py "
+                                "-cn train_mace model.committee=K)")
     data = Path(str(t.data))
     if not data.is_file():
         raise FileNotFoundError(f"task.data = {data}: no such data file (the labeled set the "
