@@ -51,7 +51,7 @@ from capml.data.splits import labeled, write_splits
 from capml.data.store import append
 from capml.simulation import md
 from capml.simulation.forces import EngineSettings, evaluator_factory
-from capml.simulation.trajectory import read_trajectory, trajectory_files
+from capml.simulation.trajectory import read_trajectory
 from capml.tasks.md import replicas_for, settings_of
 from capml.training import active_learning as al
 from capml.training import mace_finetune
@@ -147,7 +147,7 @@ def md_step(cfg, r: int, committee: Path, md_dir: Path) -> list:
     t = cfg.task
     replicas = [dataclasses.replace(rep, seed=seed_of(cfg.seed, f"{rep.name}-round{r}"))
                 for rep in replicas_for(cfg)]
-    settings = dataclasses.replace(settings_of(t), max_uncertainty=float(t.max_uncertainty))
+    settings = settings_of(t)  # task.max_uncertainty is the md task's key: replicas stop there
     potential = labeler(committee, device=str(t.device), dtype=str(t.dtype))
     outcomes = md.run(replicas, evaluator_factory(potential, EngineSettings.from_config(t)),
                       settings, md_dir, level=potential.level,
@@ -155,7 +155,7 @@ def md_step(cfg, r: int, committee: Path, md_dir: Path) -> list:
                       raise_on_blowup=bool(t.fail_on_blowup))
     for o in outcomes:
         log.info("round %d, %s: %s at step %d", r, o.name, o.status, o.last_step)
-    return [read_trajectory(p) for p in trajectory_files(md_dir)]
+    return [read_trajectory(o.path) for o in outcomes]
 
 
 def select_step(cfg, r: int, committee: Path, trajectories, cands, path: Path):
