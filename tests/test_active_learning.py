@@ -210,6 +210,21 @@ def yaml_of(path):
     return yaml.safe_load(path.read_text())
 
 
+def test_candidates_are_frames_above_the_threshold_and_last_frames_of_stopped_runs():
+    from types import SimpleNamespace as Run
+
+    runs = [Run(max_force_spread=np.array([0.1, 0.3, 0.2, 0.4]), status="finished"),
+            Run(max_force_spread=np.array([0.1, 0.12]),
+                status="left the training domain: committee force spread 0.9 eV/A"),
+            Run(max_force_spread=np.array([0.05, 0.1]), status="blown up: atoms too close"),
+            Run(max_force_spread=np.array([0.1, 0.1]), status="finished")]
+    got = [(c.trajectory, c.frame, c.why) for c in al.candidates(runs, 0.25)]
+    assert got == [(0, 1, "spread above threshold"), (0, 3, "spread above threshold"),
+                   (1, 1, "last frame before leaving the domain"),
+                   (2, 1, "last frame before blowing up")]
+    assert al.candidates(runs[3:], 0.25) == []  # a round like this one ends the loop
+
+
 def test_farthest_point_sampling_picks_the_most_different_frames():
     x = np.array([[0.0], [0.1], [5.0], [5.1], [10.0]])
     assert al.farthest_point_sampling(x, 3, first=0) == [0, 4, 2]
@@ -223,6 +238,7 @@ def test_farthest_point_sampling_picks_the_most_different_frames():
 
 @pytest.mark.parametrize("override, match", [
     ("task.select_threshold=0", "task.select_threshold = 0"),
+    ("task.max_uncertainty=null", "task.max_uncertainty = null"),
     ("task.max_uncertainty=0.01", "must exceed task.select_threshold"),
     ("task.committee=NOWHERE", "task.committee = .*NOWHERE: expected a committee folder"),
     ("task.committee=ONE", "task.committee = .*ONE: .*>= 2 members"),

@@ -8,7 +8,7 @@ Round r (in ``<output_dir>/round_<r>/``), with committee C (``task.committee`` f
    each with a random stream seeded from (``seed``, replica, round) so rounds explore anew;
    a replica whose spread exceeds ``task.max_uncertainty`` stops ("left the training domain").
 2. candidates: frames above ``task.select_threshold`` eV/A (plus the last frame of every
-   replica that left the domain), thinned by farthest-point sampling to at most
+   replica that left the domain or blew up), thinned by farthest-point sampling to at most
    ``task.max_per_round`` (``capml.training.active_learning``) -> ``selected.h5``
    (method=active_learning, round=r, source = trajectory file and frame time).
 3. ``selected.h5`` labeled in place with ``calculator`` (the reference) through
@@ -21,8 +21,8 @@ Round r (in ``<output_dir>/round_<r>/``), with committee C (``task.committee`` f
    the new committee on them (``capml.analysis.reference_check.reference_errors``), and how
    long each replica's MD survived and why it stopped.
 
-The loop ends when a round's MD has no candidate (no frame above the threshold and no
-replica left the domain within ``task.duration_ps``), or after ``task.max_rounds``;
+The loop ends when a round's MD has no candidate (every replica ran ``task.duration_ps``
+with no frame above the threshold), or after ``task.max_rounds``;
 ``rounds.csv`` sums the rounds up. Resumable: the MD resumes its trajectories, a written
 ``selected.h5`` is not redrawn, labeling skips labeled rows, rows already in ``task.data``
 (by id) are not appended again, finished members are not retrained, a round with its
@@ -88,6 +88,9 @@ def run(cfg: DictConfig) -> list[dict]:
 def check_settings(cfg) -> Path:
     """The starting committee; clear errors for settings that cannot work."""
     t = cfg.task
+    if t.get("max_uncertainty") is None:
+        raise ValueError("task.max_uncertainty = null: active learning needs the committee "
+                         "force spread (eV/A) at which MD stops a replica")
     threshold, limit = float(t.select_threshold), float(t.max_uncertainty)
     if not threshold > 0:
         raise ValueError(f"task.select_threshold = {t.select_threshold}: expected a committee "

@@ -3,10 +3,12 @@
 The round driver is ``capml.tasks.active_learning``; this module holds its pure parts.
 
 Candidates. Every stored MD frame whose committee force spread (the largest per-atom spread,
-eV/A) exceeds ``select_threshold``, plus the last stored frame of every replica that stopped as
-"left the training domain": the MD stops a replica at the first step above
-``max_uncertainty`` and does not store that step, so its last stored frame is the nearest one
-to where the committee lost its footing.
+eV/A) exceeds ``select_threshold``, plus the last stored frame of every replica that stopped
+early: the MD stops a replica at the first step above ``max_uncertainty`` ("left the training
+domain") and does not store that step, so its last stored frame is the nearest one to where
+the committee lost its footing; a replica that blew up with the committee agreeing is
+confidently wrong there, and its last frame is what the reference has to correct. A round
+without candidates therefore ran every replica to the end below the threshold.
 
 Thinning. Frames of one replica a stride apart are nearly the same configuration: labeling
 both costs two reference calculations for about one configuration's information. The
@@ -33,7 +35,7 @@ class Candidate:
     trajectory: int  # index into the trajectory list
     frame: int  # frame index in that trajectory
     spread: float  # eV/A, the frame's largest committee force spread
-    why: str  # "spread above threshold" | "last frame before leaving the domain"
+    why: str  # spread above threshold | last frame before leaving the domain | ... blowing up
 
 
 def candidates(trajectories, select_threshold: float) -> list[Candidate]:
@@ -45,9 +47,10 @@ def candidates(trajectories, select_threshold: float) -> list[Candidate]:
         for f in sorted(above):
             out.append(Candidate(i, f, float(spread[f]), "spread above threshold"))
         last = len(spread) - 1
-        if tr.status.startswith(traj_io.LEFT_DOMAIN) and last not in above:
-            out.append(Candidate(i, last, float(spread[last]),
-                                 "last frame before leaving the domain"))
+        if traj_io.stopped(tr.status) and last not in above:
+            what = ("leaving the domain" if tr.status.startswith(traj_io.LEFT_DOMAIN)
+                    else "blowing up")
+            out.append(Candidate(i, last, float(spread[last]), f"last frame before {what}"))
     return out
 
 
