@@ -125,6 +125,9 @@ def test_rounds_complete_and_lower_the_spread_on_their_selections(killed_and_res
     assert set(added.meta["round"]) <= {1, 2} and set(added.meta["split"]) == {"train"}
     assert set(added.meta["level"]) == {"emt"} and np.all(data.meta["round"][:24] == -1)
     assert len(set(data.meta["id"])) == len(data)  # nothing appended twice
+    tests = [json.loads((out / f"round_{r}" / "train" / "cu" / "committee.json").read_text())[
+        "test_ids"] for r in (1, 2)]
+    assert tests[0] == tests[1] and not any(i.startswith("r") for i in tests[0])
     table = pd.read_csv(out / "rounds.csv")
     assert list(table["round"]) == [1, 2]
     assert table["n_selected"][0] == first["n_selected"]
@@ -208,6 +211,27 @@ def yaml_of(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_appended_frames_train_and_the_old_rows_keep_the_split_training_drew(cfg_factory,
+                                                                              tmp_path):
+    from capml.data.splits import SplitSettings, labeled, resolve_split
+    from capml.tasks.active_learning import append_once
+
+    path = tmp_path / "cu.h5"
+    store.write(path, StructureSet.from_atoms(cu_cells(12)))
+    drawn, _ = resolve_split(labeled(store.read(path)),
+                             SplitSettings(fractions=(0.7, 0.15, 0.15), seed=0))
+    new = cu_cells(3, seed=9)
+    for k, atoms in enumerate(new):
+        atoms.info["id"] = f"r1-new-{k}"
+    cfg = al_cfg(cfg_factory, tmp_path)
+    append_once(path, StructureSet.from_atoms(new), cfg)
+    data = store.read(path)
+    assert list(data.meta["split"]) == list(drawn) + ["train"] * 3
+    assert set(drawn) == {"train", "val", "test"}
+    append_once(path, StructureSet.from_atoms(new), cfg)  # a rerun appends nothing
+    assert store.count(path) == 15
 
 
 def test_candidates_are_frames_above_the_threshold_and_last_frames_of_stopped_runs():

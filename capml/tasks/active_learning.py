@@ -14,7 +14,8 @@ Round r (in ``<output_dir>/round_<r>/``), with committee C (``task.committee`` f
 3. ``selected.h5`` labeled in place with ``calculator`` (the reference) through
    ``capml.calculators.labeling.label_file``.
 4. its labeled rows appended to ``task.data`` with split=train (they are where C was
-   unsure; the test split stays the one C was scored on, so rounds stay comparable).
+   unsure); a file without a stored split first stores the one training drew, so the old
+   rows keep theirs and every round's committee is scored on the same test structures.
 5. ``train/``: C fine-tuned member-wise on the whole of ``task.data`` (``model.foundation=C``,
    ``capml.training.mace_finetune``) -> ``train/<model.name>/`` is the next committee.
 6. ``round.json``: what was selected and why, their spreads, the reference errors of C and of
@@ -47,8 +48,8 @@ from capml.calculators.labeling import failure_summary, label_file
 from capml.calculators.mlip import committee_members, labeler, mlip
 from capml.calculators.reference import LabelingFailed
 from capml.data import read, read_meta, write
-from capml.data.splits import labeled, write_splits
-from capml.data.store import append
+from capml.data.splits import SplitSettings, labeled, resolve_split
+from capml.data.store import append, update_rows
 from capml.simulation import md
 from capml.simulation.forces import EngineSettings, evaluator_factory
 from capml.simulation.trajectory import read_trajectory
@@ -201,19 +202,31 @@ def learn_step(cfg, r: int, committee: Path, selected, rdir: Path) -> Path:
 
 
 def append_once(data_path: Path, rows, cfg) -> None:
-    """Rows not yet in ``data_path`` (by id) appended with split=train. A file without a
-    stored split first gets the one training computed (same seed and fractions), so the old
-    rows keep their train/val/test membership."""
+    """Rows not yet in ``data_path`` (by id) appended with split=train, after storing the
+    split that training computed when the file holds none, so that the old rows keep their
+    train/val/test membership once new rows are in."""
     have = set(read_meta(data_path, "id").astype(str))
     new = rows.subset(np.flatnonzero([str(i) not in have for i in rows.meta["id"]]))
     if not len(new):
         return
-    split = cfg.data.split
     with locking.exclusive(data_path):
-        write_splits(data_path, int(split.seed), tuple(split.fractions))
+        store_training_split(data_path, cfg.data.split)
         new.meta["split"] = np.array(["train"] * len(new), dtype=object)
         append(data_path, new)
     log.info("appended %d labeled frames to %s", len(new), data_path)
+
+
+def store_training_split(data_path: Path, split_cfg) -> None:
+    """``meta/split`` of the labeled rows as ``capml.data.splits.resolve_split`` draws it
+    for training (``data.split``; train_size aside), when the file does not store one."""
+    data = read(data_path)
+    train = labeled(data)
+    settings = dataclasses.replace(SplitSettings.from_config(split_cfg), train_size=None)
+    split, source = resolve_split(train, settings, data_path)
+    if source == "stored":
+        return
+    rows = np.flatnonzero(np.isin(data.meta["id"].astype(str), train.meta["id"].astype(str)))
+    update_rows(data_path, rows, meta={"split": list(split)})
 
 
 def training_config(cfg, committee: Path, out: Path) -> DictConfig:
