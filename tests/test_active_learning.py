@@ -192,7 +192,7 @@ def test_member_wise_fine_tuning_starts_each_member_from_its_own_and_resumes(tmp
     assert json.loads((new / "committee.json").read_text())["foundation"] == str(old)
 
     def weights(path):
-        return dict(torch.load(path, weights_only=False).named_parameters())
+        return {n: p.detach() for n, p in torch.load(path, weights_only=False).named_parameters()}
 
     def distance(a, b):  # over the weights both models have (the trainer adds a few)
         common = [n for n in a if n in b and a[n].shape == b[n].shape]
