@@ -180,7 +180,7 @@ def select_step(cfg, r: int, committee: Path, trajectories, cands, path: Path):
         write(path, chosen, config=OmegaConf.to_yaml(cfg, resolve=True))
         log.info("round %d: %d of %d candidates selected -> %s", r, n, len(cands), path)
     label_file(path, path, OmegaConf.to_container(cfg.calculator, resolve=True),
-               n_jobs=int(t.n_jobs))
+               n_jobs=int(t.n_jobs), threads_per_job=t.get("threads_per_job"))
     selected = read(path)
     if not (selected.meta["label_status"] == "ok").any():
         raise LabelingFailed(f"{path}: every selected frame failed with "

@@ -42,7 +42,7 @@ def run(cfg: DictConfig) -> dict:
         write(frames, drawn_frames(t, int(cfg.seed)),
               config=OmegaConf.to_yaml(cfg, resolve=True))
     counts = label_file(frames, frames, OmegaConf.to_container(cfg.calculator, resolve=True),
-                        n_jobs=int(t.n_jobs))
+                        n_jobs=int(t.n_jobs), threads_per_job=t.get("threads_per_job"))
     log.info("labeling %s: %s", frames, counts)
     data = labeled(read(frames))
     if len(data) == 0:
