@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from capml.data import StructureSet, write
 from capml.data.splits import SplitSettings, labeled
+from capml.training import mace_e0s
 from capml.training import mace_finetune as mf
 
 TINY = ["model.mace.hidden_irreps=8x0e", "model.mace.r_max=4.5", "model.mace.max_ell=1",
@@ -170,9 +171,9 @@ def test_a_saved_model_with_other_e0s_than_reported_is_refused(foundation, tmp_p
     e0 = {z: v + 1.0 for z, v in model_e0s(module).items()}
     patched = mace_models.load(with_e0s(module, e0, tmp_path / "p.model"))
     assert model_e0s(patched) == pytest.approx(e0)
-    mf.check_saved_e0s(patched, e0, tmp_path / "p.model")
+    mace_e0s.check_saved_e0s(patched, e0, tmp_path / "p.model")
     with pytest.raises(RuntimeError, match="p.model: the saved model's E0s differ"):
-        mf.check_saved_e0s(module, e0, tmp_path / "p.model")
+        mace_e0s.check_saved_e0s(module, e0, tmp_path / "p.model")
 
 
 def test_export_copies_model_and_sidecars(finetuned, tmp_path_factory):
@@ -225,13 +226,13 @@ def test_average_e0s_refused_for_fixed_stoichiometry(system):
     rng = np.random.default_rng(0)
     cells = [system.random_solid_solution(x, rng) for x in (0.25, 0.5, 0.75, 1.0)]
     data = StructureSet.from_atoms(cells)
-    counts, zs = mf.composition_matrix(data)
+    counts, zs = mace_e0s.composition_matrix(data)
     assert zs == [16, 35, 47, 53] and np.linalg.matrix_rank(counts) == 2
     with pytest.raises(ValueError, match="rank 2 for 4 elements"):
-        mf.e0s_argument("average", data, None, None)
+        mace_e0s.e0s_argument("average", data, None, None)
     varied = cuau_set(3, 0, "emt", EMT())
     varied.numbers[varied.offsets[1]] = 79  # Cu5Au3 next to Cu6Au2: rank 2 of 2
-    assert mf.e0s_argument("average", varied, None, None)[0] == "average"
+    assert mace_e0s.e0s_argument("average", varied, None, None)[0] == "average"
 
 
 def test_isolated_e0s_are_isolated_atom_energies_at_the_data_level():
@@ -240,7 +241,7 @@ def test_isolated_e0s_are_isolated_atom_energies_at_the_data_level():
                                         "ase_calculator", "level": "emt",
                                         "calculator": {"_target_": "ase.calculators.emt.EMT",
                                                        "_partial_": True}}))
-    arg, method, e0 = mf.e0s_argument("auto", data, None, lambda: lab)
+    arg, method, e0 = mace_e0s.e0s_argument("auto", data, None, lambda: lab)
     from ase import Atoms
 
     for z in (29, 79):
@@ -250,17 +251,17 @@ def test_isolated_e0s_are_isolated_atom_energies_at_the_data_level():
     assert method == "isolated (emt)" and arg.startswith("{29: ")
     other = cuau_set(2, 0, "emt+morse", second_level())
     with pytest.raises(ValueError, match="emt\\+morse"):
-        mf.e0s_argument("isolated", other, None, lambda: lab)
+        mace_e0s.e0s_argument("isolated", other, None, lambda: lab)
 
 
 def test_e0s_choices_need_what_they_need():
     data = cuau_set(2, 0, "emt", EMT())
     with pytest.raises(ValueError, match="needs model.foundation"):
-        mf.e0s_argument("estimated", data, None, None)
-    assert mf.e0s_argument("auto", data, "/f.model", None)[:2] == ("estimated", "estimated")
+        mace_e0s.e0s_argument("estimated", data, None, None)
+    assert mace_e0s.e0s_argument("auto", data, "/f.model", None)[:2] == ("estimated", "estimated")
     with pytest.raises(ValueError, match="lacks \\['Au'\\]"):
-        mf.e0s_argument({"Cu": -1.0}, data, None, None)
-    arg, method, e0 = mf.e0s_argument({"Cu": -1.0, "Au": -2.5}, data, None, None)
+        mace_e0s.e0s_argument({"Cu": -1.0}, data, None, None)
+    arg, method, e0 = mace_e0s.e0s_argument({"Cu": -1.0, "Au": -2.5}, data, None, None)
     assert arg == "{29: -1.0, 79: -2.5}" and method == "given"
 
 

@@ -29,16 +29,8 @@ a committee (fine-tuning all members from one model would collapse their spread)
 its run directory: a member whose ``<name>_metrics.json`` exists (written last) is not
 trained again, provided its recorded ``model`` config equals this run's.
 
-E0s (isolated-atom reference energies). In these data every cell has the same Ag:S ratio
-(Ag24 S8 X8), so the least-squares ``average`` E0s are rank deficient: only two combinations
-of the four elemental energies are determined and mace's minimum-norm solution splits the
-rest arbitrarily. ``e0s: auto`` therefore uses ``estimated`` with a foundation model (the
-foundation's E0s plus the least-squares correction that removes its systematic energy
-offset on the training data, computed by capml: ``capml.training.mace_e0s``, which also says
-why the trainer starts from a foundation copy holding them) and, from scratch,
-``isolated``: isolated-atom energies
-computed with the reference calculator at the very settings that labeled the data, so the
-model learns the cohesive energy. ``average`` is refused when it is rank deficient.
+E0s (``model.e0s``, isolated atoms from scratch, estimated with a foundation):
+``capml.training.mace_e0s``.
 """
 
 from __future__ import annotations
@@ -59,13 +51,14 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import chemical_symbols
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from capml.data import StructureSet, read, read_attrs
 from capml.data.interchange import write_extxyz
 from capml.data.splits import SPLITS, SplitSettings, labeled, resolve_split
 from capml.data.structure_set import concat
+from capml.training import mace_e0s
 from capml.utils.torch_compat import import_mace
 
 log = logging.getLogger(__name__)
@@ -98,82 +91,6 @@ def for_mace(data: StructureSet) -> StructureSet:
     """Copy with only the simple metadata columns (free-text notes stay out of the extxyz)."""
     return dataclasses.replace(data, meta={k: v for k, v in data.meta.items()
                                            if k in _META_TO_XYZ})
-
-
-# ------------------------------------------------------------------------- E0s
-def composition_matrix(data: StructureSet) -> tuple[np.ndarray, list[int]]:
-    """[N, n_elements] atom counts per structure and the sorted atomic numbers."""
-    zs = sorted(set(int(z) for z in data.numbers))
-    off = data.offsets
-    counts = np.array([[np.sum(data.numbers[off[i]:off[i + 1]] == z) for z in zs]
-                       for i in range(len(data))], dtype=float)
-    return counts, zs
-
-
-def isolated_atom_energies(labeler, zs, data_attrs: dict | None = None) -> dict[int, float]:
-    """Energies (eV) of isolated, non-periodic atoms with the reference labeler, at the
-    settings recorded in the data file for that level when present (same SCF settings as
-    the labels)."""
-    from ase import Atoms
-
-    recorded = ((data_attrs or {}).get("calculators") or {}).get(labeler.level)
-    if hasattr(labeler, "isolated_atom_energy"):  # periodic codes: an atom in a box
-        settings = dict(recorded["settings"]) if recorded else None
-        return {int(z): labeler.isolated_atom_energy(int(z), settings) for z in zs}
-    if recorded:
-        labeler = dataclasses.replace(labeler, settings=dict(recorded["settings"]))
-    labeler = dataclasses.replace(labeler, properties=("energy",))
-    out = {}
-    for z in zs:
-        labels, _ = labeler(Atoms(numbers=[z], pbc=False))
-        out[int(z)] = float(labels["energy"])
-    return out
-
-
-def e0s_argument(spec, data: StructureSet, foundation, labeler_factory,
-                 data_attrs: dict | None = None) -> tuple[str, str, dict[int, float] | None]:
-    """(value of mace's --E0s, the method used, the E0s in eV by Z when known up front)."""
-    counts, zs = composition_matrix(data)
-    if isinstance(spec, (dict, DictConfig)):
-        e0 = {atomic_numbers[str(k)] if not str(k).isdigit() else int(k): float(v)
-              for k, v in dict(spec).items()}
-        missing = [chemical_symbols[z] for z in zs if z not in e0]
-        if missing:
-            raise ValueError(f"model.e0s lacks {missing} (the training data holds "
-                             f"{[chemical_symbols[z] for z in zs]})")
-        return _e0_dict(e0, zs), "given", {z: e0[z] for z in zs}
-    method = str(spec)
-    if method == "auto":
-        method = "estimated" if foundation is not None else "isolated"
-    if method in ("estimated", "foundation"):
-        if foundation is None:
-            raise ValueError(f"model.e0s={method} needs model.foundation (use 'isolated' or a "
-                             "{element: eV} mapping to train from scratch)")
-        return method, method, None
-    if method == "isolated":
-        labeler = labeler_factory()
-        levels = set(data.meta.get("level", np.array([""]))) - {""}
-        if levels and levels != {labeler.level}:
-            raise ValueError(f"model.e0s=isolated computes E0s with '{labeler.level}' "
-                             f"(model.e0s_calculator) but the data are labeled with "
-                             f"{sorted(levels)}; give model.e0s as {{element: eV}} at that level")
-        e0 = isolated_atom_energies(labeler, zs, data_attrs)
-        return _e0_dict(e0, zs), f"isolated ({labeler.level})", e0
-    if method == "average":
-        rank = np.linalg.matrix_rank(counts)
-        if rank < len(zs):
-            raise ValueError(
-                f"model.e0s=average is ill-conditioned here: the composition matrix of the "
-                f"training data has rank {rank} for {len(zs)} elements (fixed stoichiometry), "
-                "so the elemental energies are not determined. Use 'isolated', 'estimated' "
-                "(with a foundation) or an {element: eV} mapping")
-        return "average", "average", None
-    raise ValueError(f"model.e0s='{spec}': expected auto | isolated | estimated | foundation | "
-                     "average | {element: eV}")
-
-
-def _e0_dict(e0: dict[int, float], zs) -> str:
-    return "{" + ", ".join(f"{z}: {e0[z]!r}" for z in zs) + "}"
 
 
 # -------------------------------------------------------------- trainer command
@@ -421,12 +338,12 @@ def _train_member(cfg, out: Path, source, data, parts, foundation) -> float:
     work.mkdir(parents=True, exist_ok=True)
     files = {k: write_extxyz(work / f"{k}.xyz", for_mace(parts[k]))
              for k in SPLITS if len(parts[k])}
-    e0_arg, e0_method, _ = e0s_argument(mcfg.e0s, parts["train"], foundation,
+    e0_arg, e0_method, _ = mace_e0s.e0s_argument(mcfg.e0s, parts["train"], foundation,
                                         lambda: instantiate(mcfg.e0s_calculator),
                                         read_attrs(source))
     start = foundation
     if e0_method == "estimated" and not mcfg.multihead_finetuning:
-        e0_arg, e0_method, start = estimated_e0s(foundation, parts["train"], work, mcfg)
+        e0_arg, e0_method, start = mace_e0s.estimated_e0s(foundation, parts["train"], work, mcfg)
     wandb_opts, env = wandb_options(cfg.get("logger"), out)
     argv = trainer_args(_trainer_options(cfg, work, files, e0_arg, start, wandb_opts))
     log.info("mace_run_train %s", " ".join(argv))
@@ -440,7 +357,7 @@ def _train_member(cfg, out: Path, source, data, parts, foundation) -> float:
     module = mace_models.load(model_path, dtype=None)
     ran = verify_run((out / "mace_train.log").read_text(), list(getattr(module, "heads", [])),
                      mcfg)
-    check_saved_e0s(module, ran["e0s"], model_path)
+    mace_e0s.check_saved_e0s(module, ran["e0s"], model_path)
     metrics = evaluate_splits(parts, model_path, foundation, mcfg.device, mcfg.dtype, out)
     record = {"model": mace_models.describe(module),
               "training": _training_record(cfg, source, data, parts, e0_method, ran, seconds,
@@ -503,38 +420,6 @@ def _write_outputs(mcfg, out: Path, model_path: Path, record: dict, metrics: dic
         for f in written:
             shutil.copyfile(f, dest / f.name)
         log.info("exported %s to %s", [f.name for f in written], dest)
-
-
-def estimated_e0s(foundation: str, train: StructureSet, work: Path, mcfg
-                  ) -> tuple[str, str, str]:
-    """(--E0s, method, foundation file to start from) for single-head fine-tuning with
-    estimated E0s (``capml.training.mace_e0s``: the start file is a foundation copy that
-    holds them, since mace would otherwise train with the foundation's)."""
-    from capml.calculators.mlip import mlip
-    from capml.models import mace as mace_models
-    from capml.training import mace_e0s
-
-    module = mace_models.load(foundation, dtype=mcfg.dtype)
-    e0 = mace_e0s.estimate(module, mlip(foundation, device=mcfg.device, dtype=mcfg.dtype),
-                           train)
-    start = mace_e0s.with_e0s(module, e0, work / "foundation_with_e0s.model")
-    log.info("E0s estimated from the foundation (eV): %s",
-             {chemical_symbols[z]: round(v, 4) for z, v in e0.items()})
-    return _e0_dict(e0, sorted(e0)), "estimated (foundation + common shift per atom)", str(start)
-
-
-def check_saved_e0s(module, logged: dict | None, path: Path) -> None:
-    """The trained single-head model holds the E0s the trainer reported using."""
-    from capml.training.mace_e0s import model_e0s
-
-    if not logged or len(getattr(module, "heads", ["Default"])) > 1:
-        return
-    saved = model_e0s(module)
-    off = {chemical_symbols[z]: (saved.get(z), v) for z, v in logged.items()
-           if saved.get(z) is None or abs(saved[z] - v) > 1e-6}
-    if off:
-        raise RuntimeError(f"{path}: the saved model's E0s differ from those the trainer "
-                           f"reported using ((saved, reported) eV: {off})")
 
 
 def resolve_foundation(foundation) -> str | None:
