@@ -86,7 +86,8 @@ def table(rows: list[dict]) -> list[str]:
             if None in s:
                 continue
             changed = {k: v for k, v in t.items() if ref.get(k) != v}
-            out.append(f"| {name} | {changed or t} | " + " | ".join(compare(r, s)) + " |")
+            label = changed or "the calculator's defaults"  # e.g. GLLB-SC: plane waves, 400 eV
+            out.append(f"| {name} | {label} | " + " | ".join(compare(r, s)) + " |")
         out.append(f"| {name} | reference {({k: v for k, v in ref.items() if k not in PBESOL})}"
                    f" | | | | | {np.mean([float(x['seconds']) for x in r]):.0f} |")
     return out
