@@ -125,6 +125,7 @@ def test_parity_and_phonons_against_the_reference_level(cfg_factory, models, lab
         (traj,) = read_trajectories(out / f"md_{name}", include_blown_up=True)
         assert row["survived_ps"] == pytest.approx(traj.times_fs[-1] / 1000.0, abs=0.006)
         assert row["status"] == "finished" or row["survived_ps"] < 0.03
+        assert np.isnan(row["max_force_spread_eV_A"])  # single potentials: no spread
         starts.append(traj.positions[0])
     np.testing.assert_array_equal(starts[0], starts[1])
     assert (out / "md_survival.csv").read_text().count("\n") == 3

@@ -154,7 +154,9 @@ def md_survival(cfg: DictConfig, models: dict, out: Path) -> dict[str, list[dict
     """How long each model's Langevin MD runs before it blows up (atoms in contact, runaway
     temperature) or leaves its committee's domain: ``task.md`` is a task=md config (its
     compositions, temperatures, duration, checks), run with every model in
-    ``out/md_<model>/`` (resumable). Rows per replica: status and survived time (ps)."""
+    ``out/md_<model>/`` (resumable). Rows per replica: status, survived time (ps) and the
+    largest committee force spread along the way (NaN for a single potential)."""
+    from capml.simulation.trajectory import largest_spread, read_trajectory
     from capml.tasks import md as md_task
 
     survival = {}
@@ -171,7 +173,8 @@ def md_survival(cfg: DictConfig, models: dict, out: Path) -> dict[str, list[dict
         survival[name] = [
             {"model": name, "replica": o.name, "status": o.status,
              "survived_ps": round(o.last_step * dt_ps, 4),
-             "duration_ps": float(sub.task.duration_ps)}
+             "duration_ps": float(sub.task.duration_ps),
+             "max_force_spread_eV_A": largest_spread(read_trajectory(o.path))}
             for o in md_task.run(sub)]
         log.info("md %s: %s", name, ", ".join(f"{r['replica']} {r['survived_ps']:g} ps "
                                              f"({r['status']})" for r in survival[name]))
