@@ -311,3 +311,20 @@ def test_wandb_logger_maps_to_mace_options(cfg_factory, tmp_path):
     assert opts["wandb_dir"] == str(tmp_path.resolve()) and env == {"WANDB_MODE": "offline"}
     assert mf.wandb_options(cfg_factory("train_mace", "logger=csv").logger,
                             tmp_path) == ({}, {})
+
+
+def test_committee_redraws_keep_active_learning_frames_in_training():
+    """Member k > 0 redraws train/val from the pool, but frames active learning added stay in
+    every member's training set (else a member only validates on where it disagreed)."""
+    data = cuau_set(20, 4, "emt", EMT())
+    data.meta["method"] = np.array(["uniform"] * 14 + ["active_learning"] * 6, dtype=object)
+    parts = {"train": data.subset(np.arange(3, 20)), "val": data.subset(np.arange(0, 3)),
+             "test": data.subset([])}
+    learned = {str(i) for i in data.meta["id"][14:]}
+    for seed in range(5):
+        member = mf.redraw_train_val(parts, seed)
+        assert learned <= set(member["train"].meta["id"])
+        assert len(member["train"]) == 17 and len(member["val"]) == 3
+        assert set(member["val"].meta["id"]).isdisjoint(learned)
+    first, second = (set(mf.redraw_train_val(parts, s)["val"].meta["id"]) for s in (1, 2))
+    assert first != second  # the rest is still redrawn per member

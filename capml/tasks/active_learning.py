@@ -60,7 +60,7 @@ from capml.utils.seeds import seed_of
 
 log = logging.getLogger(__name__)
 
-METHOD = "active_learning"
+METHOD = mace_finetune.ACTIVE_LEARNING  # kept in every member's training set
 SUMMARY_COLUMNS = ("round", "n_candidates", "n_selected", "n_labeled", "n_replicas",
                    "n_left_domain", "shortest_md_ps", "old_force_mae_meV_A",
                    "new_force_mae_meV_A", "old_mean_max_spread_eV_A",

@@ -69,6 +69,7 @@ STRESS_LOSSES = {"stress": "WeightedEnergyForcesStressLoss",
 MP_REPLAY_NAMES = ("small", "medium", "large")
 _META_TO_XYZ = ("id", "x", "method", "temperature", "amplitude")
 _MULTIHEAD_LINE = "Using multiheads finetuning mode"
+ACTIVE_LEARNING = "active_learning"  # the method of structures active learning adds
 
 
 # ------------------------------------------------------------------------ data
@@ -243,11 +244,19 @@ def member_foundations(foundation, size: int) -> list[str | None]:
 
 def redraw_train_val(parts: dict[str, StructureSet], seed: int) -> dict[str, StructureSet]:
     """The train and val structures pooled and split again (same sizes, seeded); the test
-    part is kept, so every committee member is scored on structures none of them saw."""
-    pool = concat([parts["train"], parts["val"]])
+    part is kept, so every committee member is scored on structures none of them saw.
+    Structures that active learning added (method ``active_learning``) stay in every
+    member's training set: they were labeled because the committee disagreed there, and a
+    member that only validates on them keeps disagreeing (the demo's first PBEsol round:
+    two members with 3 of the 6 new frames in validation raised the spread on them)."""
+    train_method = np.asarray(parts["train"].meta.get("method", [""] * len(parts["train"])))
+    learned = train_method == ACTIVE_LEARNING
+    kept = parts["train"].subset(np.flatnonzero(learned))
+    pool = concat([parts["train"].subset(np.flatnonzero(~learned)), parts["val"]])
     order = np.random.default_rng(seed).permutation(len(pool))
     n_val = len(parts["val"])
-    return {"train": pool.subset(np.sort(order[n_val:])),
+    train = pool.subset(np.sort(order[n_val:]))
+    return {"train": concat([train, kept]) if len(kept) else train,
             "val": pool.subset(np.sort(order[:n_val])), "test": parts["test"]}
 
 
