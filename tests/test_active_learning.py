@@ -3,15 +3,14 @@ fine-tuned member-wise through mace's trainer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+from helpers.labeling import emt_labeled_copper
 from helpers.mace import build_mace, fit
 
 from capml import data as store
@@ -24,20 +23,23 @@ TINY = dict(r_max=4.0, hidden_irreps="8x0e", num_interactions=1, correlation=1, 
 
 
 def cu_cells(n: int, rattle: float = 0.05, seed: int = 4) -> list:
-    """EMT-labeled rattled, slightly strained fcc Cu cells (4 atoms)."""
-    rng = np.random.default_rng(seed)
-    cells = []
-    for i in range(n):
-        atoms = bulk("Cu", "fcc", a=3.61 * (1 + rng.uniform(-0.01, 0.01)), cubic=True)
-        atoms.positions += rng.normal(0, rattle, atoms.positions.shape)
-        atoms.calc = EMT()
-        res = dict(energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
-                   stress=atoms.get_stress())
-        atoms.calc = SinglePointCalculator(atoms, **res)
-        atoms.info.update(id=f"cu-{i:03d}", level="emt", label_status="ok", method="uniform",
-                          x=0.0)
-        cells.append(atoms)
-    return cells
+    return emt_labeled_copper(n, rattle=rattle, seed=seed)
+
+
+@contextlib.contextmanager
+def killed_at_the_second_member():
+    """mace's trainer, interrupted when it starts its second run (a kill mid-committee)."""
+    real, calls = mace_finetune.run_trainer, []
+
+    def run_trainer(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mace_finetune, "run_trainer", run_trainer)
+        yield
 
 
 def al_cfg(cfg_factory, root, *extra):
@@ -73,16 +75,7 @@ def killed_and_resumed(tmp_path_factory):
     def make():
         return al_cfg(lambda *a: compose_cfg(a[0], list(a[1:]), out), root)
 
-    real, calls = mace_finetune.run_trainer, []
-
-    def killed_at_the_second_member(*args, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kw)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mace_finetune, "run_trainer", killed_at_the_second_member)
+    with killed_at_the_second_member():
         with pytest.raises(KeyboardInterrupt):
             dispatch("simulate", make())
     r1 = out / "round_1"
@@ -168,20 +161,12 @@ def test_member_wise_fine_tuning_starts_each_member_from_its_own_and_resumes(tmp
 
     with pytest.raises(ValueError, match="committee of 2 members.*model.committee=2 \\(got 3"):
         mace_finetune.run(cfg("model.committee=3"))
-    real, calls = mace_finetune.run_trainer, []
-
-    def killed_at_the_second_member(*args, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kw)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mace_finetune, "run_trainer", killed_at_the_second_member)
+    with killed_at_the_second_member():
         with pytest.raises(KeyboardInterrupt):
             mace_finetune.run(cfg())
     member_0 = tmp_path / "run" / "member_0" / "cu.model"
     stamp = member_0.stat().st_mtime_ns
+    real = mace_finetune.run_trainer
     with pytest.MonkeyPatch.context() as mp:
         trained = []
         mp.setattr(mace_finetune, "run_trainer", lambda *a, **kw: trained.append(1) or real(

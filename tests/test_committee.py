@@ -201,22 +201,11 @@ def test_bad_committee_folders_are_named(tmp_path):
 # ------------------------------------------------------- train.py model.committee=K
 def cu_set(n: int):
     """Labeled (EMT) rattled and strained Cu cells as a capml data set."""
-    from ase.calculators.singlepoint import SinglePointCalculator
+    from helpers.labeling import emt_labeled_copper
 
     from capml.data import StructureSet
 
-    rng = np.random.default_rng(4)
-    frames = []
-    for i in range(n):
-        atoms = copper(0.08, a=3.61 * (1 + rng.uniform(-0.02, 0.02)), seed=i)
-        atoms.calc = EMT()
-        res = dict(energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
-                   stress=atoms.get_stress())
-        atoms.calc = SinglePointCalculator(atoms, **res)
-        atoms.info.update(id=f"cu-{i:03d}", level="emt", label_status="ok", method="uniform",
-                          x=0.0)
-        frames.append(atoms)
-    return StructureSet.from_atoms(frames)
+    return StructureSet.from_atoms(emt_labeled_copper(n, rattle=0.08, strain=0.02))
 
 
 @pytest.mark.slow
