@@ -123,9 +123,12 @@ def main():
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--no-kpoints", action="store_true",
                    help="leave out the k-point series (the costly part)")
+    p.add_argument("--series", nargs="+", default=None, metavar="NAME",
+                   help="run only the series whose names contain one of these words")
     args = p.parse_args()
-    if args.no_kpoints:
-        for name in [n for n in SERIES if "k-points" in n]:
+    for name in list(SERIES):
+        if (args.no_kpoints and "k-points" in name) or (
+                args.series and not any(w in name for w in args.series)):
             del SERIES[name]
     picked = cells(args.data, args.x, args.temperatures)
     path = Path(args.csv)

@@ -132,6 +132,22 @@ def test_a_smeared_metal_has_no_gap():
     assert labeler(atoms)[0]["band_gap"] == 0.0
 
 
+def test_an_unconverged_scf_falls_back_to_the_next_settings():
+    """GPAW's ConvergenceError (not a RuntimeError) is a failed variant: the fallback runs and
+    the note names it; with no fallback left the failure names GPAW's error."""
+    from ase.build import bulk
+
+    from capml.calculators.reference import LabelingFailed
+
+    atoms = bulk("Ag", "fcc", a=4.09)
+    quick = dict(properties=("energy",), ecut=200, kpts=(2, 2, 2), setups={"Ag": "11"},
+                 smearing_width=0.1, max_iterations=2)
+    labels, note = pbesol(**quick, fallbacks=[{"maxiter": 100}])(atoms)
+    assert np.isfinite(labels["energy"]) and note == "fallback 1: {'maxiter': 100}"
+    with pytest.raises(LabelingFailed, match="default: KohnShamConvergenceError"):
+        pbesol(**quick)(atoms)
+
+
 def test_isolated_atom_energy_is_the_spin_polarised_atom_in_a_box():
     """GPAW's energies are relative to the setup's spin-paired reference atom: a spin-paired
     H atom in the box comes out near 0 and the Hund's-rule (spin-polarised) one lower by

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import CalculationFailed
 from ase.data import chemical_symbols
 
 from capml.calculators.band_gap import BandEdges, band_edges
@@ -117,10 +118,16 @@ class GpawLabeler(Labeler):
         return float(atoms.get_potential_energy())
 
     def _compute(self, atoms: Atoms, settings: dict) -> dict:
+        from gpaw import ConvergenceError
+
         unknown = set(atoms.get_chemical_symbols()) - set(self.symbols)
         if unknown:
             ensure_setups(unknown, settings["xc"], self.setups_dir, settings["setups"])
-        return super()._compute(atoms, settings)
+        try:
+            return super()._compute(atoms, settings)
+        except ConvergenceError as err:  # not a RuntimeError: name it a failed calculation,
+            # so that the fallbacks are tried
+            raise CalculationFailed(f"{type(err).__name__}: {err}") from err
 
 
 def _gpaw_version() -> str:
