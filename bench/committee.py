@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -35,7 +33,7 @@ from capml.simulation.forces import make_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from md import ase_run, structures
+from md import add_mace_arguments, ase_run, parse_quietly, structures
 
 
 def committee_folder(model: Path, k: int, root: Path) -> Path:
@@ -72,15 +70,8 @@ def main(argv=None):
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--steps", type=int, default=5, help="timed MD steps")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_gfn2.model"))
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = p.parse_args(argv)
-    warnings.simplefilter("ignore")
-    logging.disable(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_mace_arguments(p, "MACE .model file: the members are copies of it")
+    args = parse_quietly(p, argv)
     tmp = Path(tempfile.mkdtemp(prefix="capml-bench-committee-"))
     cells = structures(args.replicas)
     variants = {"capml batched, 1 member": lambda: mlip(args.model, device=args.device,

@@ -79,23 +79,34 @@ def capml_run(cells, build, steps: int, out_dir: Path, dtype: str,
     return time.perf_counter() - t0
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--replicas", type=int, nargs="+", default=[1, 9])
-    p.add_argument("--steps", type=int, default=20, help="timed MD steps per replica")
-    p.add_argument("--repeats", type=int, default=3)
+def add_mace_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
+    """--model (the demo potential by default), --dtype, --device, --threads."""
     p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_gfn2.model"),
-                   help="MACE .model file or mace_mp name; 'random': a fresh model")
-    p.add_argument("--hidden", default="32x0e", help="MACE hidden irreps (--model random)")
-    p.add_argument("--r-max", type=float, default=5.0, help="MACE cutoff, A (--model random)")
+                   help=model_help)
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def parse_quietly(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parsed arguments; library warnings and logging silenced, torch threads set."""
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--replicas", type=int, nargs="+", default=[1, 9])
+    p.add_argument("--steps", type=int, default=20, help="timed MD steps per replica")
+    p.add_argument("--repeats", type=int, default=3)
+    add_mace_arguments(p, "MACE .model file or mace_mp name; 'random': a fresh model")
+    p.add_argument("--hidden", default="32x0e", help="MACE hidden irreps (--model random)")
+    p.add_argument("--r-max", type=float, default=5.0, help="MACE cutoff, A (--model random)")
+    args = parse_quietly(p, argv)
     tmp = Path(tempfile.mkdtemp(prefix="capml-bench-md-"))
     if args.model == "random":
         model_path = tmp / "bench.model"
