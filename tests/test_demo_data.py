@@ -71,6 +71,16 @@ def test_dataset_report_counts_match_files(cfg_factory, demo_dir, tmp_path):
     assert (out / "dataset_report.png").stat().st_size > 10_000
     labels = pd.read_csv(out / "labels.csv")
     assert set(labels.columns) >= {"set", "label", "n", "mean", "std", "min", "max"}
+    by_t = pd.read_csv(out / "gap_vs_temperature.csv")
+    for stem, level in (("low_gfn2", "low_level"), ("high_gpaw", "high_level")):
+        s = store.read(demo_dir / f"{stem}.h5")
+        rows = by_t[by_t["set"] == f"{level} ({stem})"]
+        thermal = s.meta["method"] != "uniform"
+        assert rows["n"].sum() == np.isfinite(s.labels["band_gap"][thermal]).sum()
+        one = rows[(rows["x"] == 1.0) & (rows["temperature"] == 300)].iloc[0]
+        gaps = s.labels["band_gap"][(s.meta["x"] == 1.0) & (s.meta["temperature"] == 300)]
+        assert one["mean"] == pytest.approx(np.nanmean(gaps))
+        assert set(rows["temperature"]) <= {0, 100, 200, 300, 400, 500, 600}
 
 
 def test_dataset_report_missing_file_is_clear(cfg_factory, tmp_path):

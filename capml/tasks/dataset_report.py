@@ -2,8 +2,10 @@
 
 Writes ``counts.csv`` (structures per level, composition, method and temperature or
 amplitude, with labeled/failed/pending counts), ``labels.csv`` (summary statistics of
-every label per level) and ``dataset_report.png`` (band-gap distributions of both levels,
-the analogue of the paper's Fig. 3c,d, plus gap vs composition and force magnitudes).
+every label per level) and ``gap_vs_temperature.csv`` (band gap per level, composition and
+temperature of the thermal cells, equilibrium as T = 0) and ``dataset_report.png``
+(band-gap distributions of both levels, the analogue of the paper's Fig. 3c,d, plus gap vs
+composition, gap vs temperature and force magnitudes).
 """
 
 from __future__ import annotations
@@ -74,13 +76,32 @@ def label_stats(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot(frames: dict[str, pd.DataFrame], path: Path) -> None:
+def gap_vs_temperature(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Band-gap mean, std and count per level, composition and temperature (K) of the
+    labeled thermal cells; the equilibrium cells enter as T = 0."""
+    rows = []
+    for level, df in frames.items():
+        if "band_gap" not in df:
+            continue
+        ok = df[(df["state"] == "labeled") & df["band_gap"].notna()
+                & df["method"].isin(["phonon", "equilibrium"])]
+        t = np.where(ok["method"] == "equilibrium", 0.0, ok["temperature"])
+        g = ok.assign(temperature=t).groupby(["x", "temperature"])["band_gap"]
+        rows.append(g.agg(n="size", mean="mean", std="std").reset_index()
+                    .assign(set=level))
+    if not rows:
+        return pd.DataFrame(columns=["set", "x", "temperature", "n", "mean", "std"])
+    out = pd.concat(rows, ignore_index=True)
+    return out[["set", "x", "temperature", "n", "mean", "std"]]
+
+
+def plot(frames: dict[str, pd.DataFrame], by_temperature: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for level, df in frames.items():
         ok = df[(df["state"] == "labeled") & df.get("band_gap", pd.Series(dtype=float)).notna()]
         if len(ok) == 0:
@@ -88,10 +109,16 @@ def plot(frames: dict[str, pd.DataFrame], path: Path) -> None:
         axes[0].hist(ok["band_gap"], bins=30, alpha=0.6, label=f"{level} (n={len(ok)})")
         axes[1].scatter(ok["x"], ok["band_gap"], s=8, alpha=0.5, label=level)
         if "max_force" in ok and ok["max_force"].notna().any():
-            axes[2].hist(ok["max_force"].dropna(), bins=30, alpha=0.6, label=level)
+            axes[3].hist(ok["max_force"].dropna(), bins=30, alpha=0.6, label=level)
+    for (level, x), g in by_temperature.groupby(["set", "x"]):
+        if x in (0.0, 1.0):  # the end members; the composition panel shows the rest
+            axes[2].errorbar(g["temperature"], g["mean"], yerr=g["std"].fillna(0), marker="o",
+                             capsize=3, label=f"{level.split(' ')[0]}, x = {x:g}")
     axes[0].set(xlabel="band gap (eV)", ylabel="structures", title="gap distribution")
     axes[1].set(xlabel="x (Br fraction)", ylabel="band gap (eV)", title="gap vs composition")
-    axes[2].set(xlabel="max |F| per structure (eV/A)", ylabel="structures", title="forces")
+    axes[2].set(xlabel="temperature (K); 0 = equilibrium cell", ylabel="band gap (eV)",
+                title="gap vs temperature (mean, std)")
+    axes[3].set(xlabel="max |F| per structure (eV/A)", ylabel="structures", title="forces")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
@@ -111,9 +138,11 @@ def run(cfg: DictConfig) -> Path:
         frames[f"{key} ({Path(path).stem})"] = frame(path)
     counts = counts_table(frames)
     stats = label_stats(frames)
+    by_temperature = gap_vs_temperature(frames)
     counts.to_csv(out / "counts.csv", index=False)
     stats.to_csv(out / "labels.csv", index=False)
-    plot(frames, out / "dataset_report.png")
+    by_temperature.to_csv(out / "gap_vs_temperature.csv", index=False)
+    plot(frames, by_temperature, out / "dataset_report.png")
     summary = counts.groupby("set")[["labeled", "failed", "pending", "total"]].sum()
     log.info("data card in %s\n%s\n%s", out, summary.to_string(),
              stats.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
