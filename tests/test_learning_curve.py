@@ -72,10 +72,61 @@ def test_step_train_size_subsamples_the_high_level_steps_only(cfg_factory, tmp_p
     path = labeled_file(request.config.cache.mkdir("capml-gnn"), tmp_path / "cells.h5")
     cfg = cfg_factory("train", "experiment=learning_curve", f"data.low_level={path}",
                       f"data.high_level={path}", "data.min_labeled=5", "logger=none",
-                      "trainer=debug", "high_level_train_size=6")
+                      "trainer=debug", "high_level_train_size=6",
+                      f"stage.shared_dir={tmp_path}/shared")
     run(cfg)
     counts = {k: v["counts"] for k, v in
               json.loads((tmp_path / "metrics.json").read_text())["steps"].items()}
     assert counts["finetune"]["train"] == counts["scratch"]["train"] == 6
     assert counts["pretrain"]["train"] > 6  # the low-level step keeps its whole split
     assert counts["finetune"]["test"] == counts["pretrain"]["test"]  # test split untouched
+
+
+def test_jobs_that_differ_in_later_steps_share_one_pretraining(tmp_path, request, caplog):
+    """Two learning-curve jobs (other training-set sizes, same seed) train the pretraining
+    once: both link the same folder and fine-tune from its checkpoint; another seed gets
+    its own."""
+    import logging
+
+    from conftest import compose_cfg
+    from helpers.gnn_data import labeled_file
+
+    from capml.training.run import run
+
+    path = labeled_file(request.config.cache.mkdir("capml-gnn"), tmp_path / "cells.h5")
+    shared = tmp_path / "shared"
+
+    def job(name, *overrides):
+        cfg = compose_cfg("train", ["experiment=learning_curve", f"data.low_level={path}",
+                                    f"data.high_level={path}", "data.min_labeled=5",
+                                    "logger=none", "trainer=debug",
+                                    f"stage.shared_dir={shared}", *overrides], tmp_path / name)
+        run(cfg)
+        return json.loads((tmp_path / name / "metrics.json").read_text())["steps"]
+
+    first = job("a", "high_level_train_size=6")
+    with caplog.at_level(logging.INFO, logger="capml.training.stages"):
+        second = job("b", "high_level_train_size=8")
+    assert "step pretrain: finished earlier" in caplog.text
+    a, b = (tmp_path / "a" / "pretrain").resolve(), (tmp_path / "b" / "pretrain").resolve()
+    assert a == b and a.parent == shared
+    assert first["pretrain"]["checkpoint"] == second["pretrain"]["checkpoint"]
+    assert second["finetune"]["extra"]["init_checkpoint"] == first["pretrain"]["checkpoint"]
+    assert (first["finetune"]["counts"]["train"], second["finetune"]["counts"]["train"]) == (6, 8)
+    job("c", "high_level_train_size=6", "seed=1")
+    assert (tmp_path / "c" / "pretrain").resolve() != a
+
+
+def test_shared_steps_must_name_steps_and_a_folder(cfg_factory, tmp_path, request):
+    from helpers.gnn_data import labeled_file
+
+    from capml.training.run import run_steps
+
+    path = labeled_file(request.config.cache.mkdir("capml-gnn"), tmp_path / "cells.h5")
+    base = ("experiment=learning_curve", f"data.low_level={path}", f"data.high_level={path}",
+            "data.min_labeled=5", "logger=none", "trainer=debug")
+    with pytest.raises(ValueError, match=r"no step named \['pretrian'\]"):
+        run_steps(cfg_factory("train", *base, f"stage.shared_dir={tmp_path}",
+                              "stage.shared_steps=[pretrian]"))
+    with pytest.raises(ValueError, match="needs stage.shared_dir"):
+        run_steps(cfg_factory("train", *base, "stage.shared_dir=null"))

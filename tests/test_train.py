@@ -107,7 +107,7 @@ def test_launchers_compose(launcher, target):
 def test_two_stage_pipeline_fast_dev_run(cfg_factory, data_file, tmp_path, capsys):
     from capml.training.run import run
 
-    cfg = _train_cfg(cfg_factory, data_file, "trainer=debug")
+    cfg = _train_cfg(cfg_factory, data_file, "trainer=debug", "data.batch_size=4")
     value = run(cfg)
     out = tmp_path
     doc = json.loads((out / "metrics.json").read_text())
@@ -117,6 +117,9 @@ def test_two_stage_pipeline_fast_dev_run(cfg_factory, data_file, tmp_path, capsy
         for name in ("parity_train.png", "parity_test.png", "errors.png", "predictions.csv",
                      "metrics.json", "checkpoints"):
             assert (out / step / name).exists(), f"{step}/{name} missing"
+        # fast_dev_run trains on one batch, but every structure is predicted and scored
+        counts = doc["steps"][step]["counts"]
+        assert len(pd.read_csv(out / step / "predictions.csv")) == sum(counts.values())
     table = pd.read_csv(out / "metrics.csv")
     assert list(table.step) == ["pretrain", "finetune", "scratch"]
     assert list(table.init_from) == ["-", "pretrain", "-"]

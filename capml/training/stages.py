@@ -9,6 +9,12 @@ scalers and the architecture of its starting checkpoint; ``target_scaler``
 Each step writes into ``<output_dir>/<step>/``: checkpoints/best.ckpt (and last.ckpt),
 predictions.csv, parity_{train,test}.png, errors.png, and metrics.json last.
 
+Steps named in ``stage.shared_steps`` live in ``stage.shared_dir``, in a folder named by
+their settings hash, linked from ``<output_dir>/<step>``: jobs of a sweep that vary only
+later steps (a learning curve over fine-tuning set sizes, a fine-tuning hyperparameter
+search) train such a step once and reuse it. A job holds a lock on the shared folder while
+it trains the step, so parallel launchers wait for it instead of training it twice.
+
 Rerunning in the same output directory skips the steps whose metrics.json exists and
 resumes a killed step from its checkpoints/last.ckpt (Lightning's ``ckpt_path``:
 weights, optimizer, epoch, best-checkpoint and early-stopping state). A step directory
@@ -18,11 +24,13 @@ run with other settings.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import pickle
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,10 +106,49 @@ def run_steps(cfg: DictConfig) -> dict[str, StepResult]:
     check_steps(cfg)
     out = Path(cfg.paths.output_dir)
     results: dict[str, StepResult] = {}
+    shared = set(cfg.stage.get("shared_steps") or [])
+    if unknown := shared - set(cfg.stage.steps):
+        raise ValueError(f"stage.shared_steps = {sorted(shared)}: no step named "
+                         f"{sorted(unknown)} (steps: {list(cfg.stage.steps)})")
+    if shared and not cfg.stage.get("shared_dir"):
+        raise ValueError(f"stage.shared_steps = {sorted(shared)} needs stage.shared_dir, the "
+                         "folder that holds them")
     for name, step in cfg.stage.steps.items():
-        results[name] = finished_step(cfg, name, step, out) or run_step(cfg, name, step, out,
-                                                                      results)
+        lock = (link_shared_step(cfg, name, step, out) if name in shared else nullcontext())
+        with lock:
+            results[name] = (finished_step(cfg, name, step, out)
+                             or run_step(cfg, name, step, out, results))
     return results
+
+
+def link_shared_step(cfg, name: str, step, out: Path):
+    """Link ``out/<name>`` to the step's folder in ``stage.shared_dir`` (named by its
+    settings hash); returns a context that holds that folder's lock."""
+    target = Path(str(cfg.stage.shared_dir)).resolve() / f"{name}-{settings_hash(cfg, step)[:16]}"
+    target.mkdir(parents=True, exist_ok=True)
+    link = out / name
+    if link.is_symlink() and link.resolve() != target:
+        raise ValueError(f"{link}: links to {link.resolve()}, a step trained with other "
+                         "settings; use another hydra.run.dir")
+    if link.exists() and not link.is_symlink():
+        raise ValueError(f"{link}: a step trained in this run directory, not in "
+                         f"stage.shared_dir = {cfg.stage.shared_dir}; use another hydra.run.dir")
+    if not link.is_symlink():
+        out.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+    return _exclusive(target.with_name(target.name + ".lock"))
+
+
+@contextmanager
+def _exclusive(path: Path):
+    """An exclusive advisory lock on ``path``, blocking while another process holds it
+    (released by the kernel if that process dies)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def settings_hash(cfg, step) -> str:
@@ -262,12 +309,21 @@ def _predict(trainer, model, loader) -> np.ndarray:
     return torch.cat(parts).double().numpy() if parts else np.zeros(0)
 
 
+def _full_pass_trainer(trainer) -> pl.Trainer:
+    """A trainer on ``trainer``'s accelerator that predicts every batch (a fast_dev_run or
+    limit_*_batches trainer would predict one, or a fraction)."""
+    return pl.Trainer(accelerator=trainer.accelerator, devices=1, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+
+
 def _finish_step(trainer, model, dm, name, step, path, best, step_dir, fit_info) -> StepResult:
     rows, figures, errors = [], {}, {}
     metrics = {}
+    predictor = _full_pass_trainer(trainer)
     for split in ("train", "val", "test"):
         meta = dm.meta_of(split)
-        pred = _predict(trainer, model, dm.loader(split))
+        pred = _predict(predictor, model, dm.loader(split))
         m = error_metrics(meta["band_gap"], pred)
         metrics.update({f"{split}/{k}": v for k, v in m.items()})
         errors[split] = pred - meta["band_gap"]
