@@ -60,4 +60,4 @@ META_COLUMNS = {
     "round": (np.int64, -1),  # active-learning round that added the structure (-1: none)
 }
 
-STRING_DTYPE = "utf-8"
+STRING_DTYPE = "utf-8"  # encoding of the string columns in HDF5

@@ -35,12 +35,13 @@ from capml.data.schema import (
     LABEL_ARRAYS,
     META_COLUMNS,
     SCHEMA_VERSION,
+    STRING_DTYPE,
     STRUCTURE_ARRAYS,
     UNITS,
 )
 from capml.data.structure_set import DataError, StructureSet, normalise_meta
 
-_STR = h5py.string_dtype("utf-8")
+_STR = h5py.string_dtype(STRING_DTYPE)
 _MAX_Z = 118
 _ATOM_CHUNK, _STRUCTURE_CHUNK = 4096, 512  # rows per HDF5 chunk
 _METADATA_BYTES = 64 * 1024  # headroom for HDF5 metadata (chunk indices, headers, heaps)
