@@ -84,6 +84,37 @@ def flaky_labeler(fallbacks=()):
                    fallbacks=[dict(f) for f in fallbacks])
 
 
+def emt_with_settings(**settings):
+    """EMT under a level whose recorded settings are ``settings`` (EMT ignores them)."""
+    from ase.calculators.emt import EMT
+
+    from capml.calculators.reference import Labeler
+
+    return Labeler(level="emt", build=lambda **_: EMT(), settings=dict(settings),
+                   properties=("energy", "forces"))
+
+
+def test_a_level_may_change_its_scf_controls_but_not_its_physics(tmp_path):
+    """maxiter changed between runs: labeling goes on and the replaced settings stay on
+    record with the rows they labeled; a changed cutoff is another level, refused before
+    anything is computed or written."""
+    path = store.write(tmp_path / "cu.h5", copper_set(4))
+    target = {"_target_": "test_labeling.emt_with_settings", "ecut": 400}
+    label_file(path, path, {**target, "maxiter": 100}, limit=2)
+    label_file(path, path, {**target, "maxiter": 40}, limit=1)
+    entry = store.read_attrs(path)["calculators"]["emt"]
+    assert entry["settings"] == {"ecut": 400, "maxiter": 40}
+    [earlier] = entry["earlier"]
+    assert earlier["settings"] == {"ecut": 400, "maxiter": 100} and earlier["n_labeled"] == 2
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"cu.h5: calculator 'emt' .*ecut: 400 -> 500"):
+        label_file(path, path, {**target, "ecut": 500, "maxiter": 40})
+    assert path.read_bytes() == before
+    label_file(path, path, {**target, "maxiter": 40})  # the same settings: nothing recorded
+    assert len(store.read_attrs(path)["calculators"]["emt"]["earlier"]) == 1
+    assert (store.read_meta(path, "label_status") == "ok").all()
+
+
 def test_retry_untried_runs_only_the_new_fallbacks(tmp_path):
     atoms = copper_set(3).to_atoms()
     atoms[1].symbols[0] = "S"

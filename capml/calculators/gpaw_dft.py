@@ -216,12 +216,12 @@ def _gllbsc_gap(calc, atoms) -> float:
 
 def gllbsc(properties=("band_gap",), mode: str = "pw", ecut: float = 400.0,
            basis: str = "dzp", kpts=(1, 1, 1), gamma: bool = True, setups=None,
-           smearing_width: float = 0.01, max_iterations: int = 300, fallbacks=(),
-           symbols=("Ag", "S", "Br", "I"), setups_dir=None,
+           smearing_width: float = 0.01, max_iterations: int = 300, convergence=None,
+           fallbacks=(), symbols=("Ag", "S", "Br", "I"), setups_dir=None,
            level: str = "gpaw-gllbsc-pw") -> GpawLabeler:
     """GLLB-SC (a band-gap-accurate potential at semilocal cost): the quasiparticle gap
     = Kohn-Sham gap + derivative discontinuity; plane waves (``ecut`` eV) by default, or
-    ``mode="lcao"`` with ``basis``."""
+    ``mode="lcao"`` with ``basis``; ``convergence`` overrides GPAW's SCF criteria."""
     if set(properties) != {"band_gap"}:
         raise ValueError(f"calculator '{level}': GLLB-SC gives band_gap only "
                          f"(its total energy is not a variational one), got {list(properties)}")
@@ -234,6 +234,7 @@ def gllbsc(properties=("band_gap",), mode: str = "pw", ecut: float = 400.0,
         settings=dict(**basis_settings, xc="GLLBSC", kpts=_kpts(kpts, gamma),
                       setups=_variants(setups), txt=None,
                       occupations={"name": "fermi-dirac", "width": float(smearing_width)},
-                      maxiter=int(max_iterations)),
+                      maxiter=int(max_iterations),
+                      **({"convergence": plain(convergence)} if convergence else {})),
         properties=("band_gap",), fallbacks=[plain(f) for f in fallbacks],
         band_gap=_gllbsc_gap)

@@ -131,14 +131,53 @@ def _plan(out: Path, labeler, retry_failed, limit, shuffle_seed, shard):
 
 def _record_settings(out: Path, labeler) -> None:
     """The labeler's settings in the file's ``calculators`` attribute (written only when
-    they change, so that resuming leaves the attribute as it was)."""
+    they change, so that resuming leaves the attribute as it was).
+
+    Between runs on one file a level may change only its SCF controls
+    (``Labeler.scf_controls``), fallbacks and code version: the entry it replaces is kept
+    in the new one's ``earlier`` list with the number of rows labeled by then. Any other
+    change (cutoff, functional, k-points, PAW setups, properties) would put two levels under
+    one name and is refused."""
     settings = {"settings": _jsonable(labeler.settings), "properties": list(labeler.properties),
                 "fallbacks": _jsonable(labeler.fallbacks),
                 "provenance": _jsonable(labeler.provenance)}
     calculators = store.read_attrs(out).get("calculators") or {}
     calculators = json.loads(calculators) if isinstance(calculators, str) else calculators
-    if calculators.get(labeler.level) != settings:
-        store.set_attrs(out, calculators={**calculators, labeler.level: settings})
+    old = calculators.get(labeler.level)
+    current = None if old is None else {k: v for k, v in old.items() if k != "earlier"}
+    if current == settings:
+        return
+    if current is not None:
+        if changes := level_changes(current, settings, labeler.scf_controls):
+            raise ValueError(
+                f"{out}: calculator '{labeler.level}' labeled rows of this file with other "
+                f"settings ({'; '.join(changes)}): that is another level; give it another "
+                "`level` name or label another file")
+        levels = store.read_meta(out, "level").astype(str)
+        done = int(((store.read_meta(out, "label_status") == "ok") & (levels == labeler.level))
+                   .sum())
+        replaced = {**current, "replaced": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "n_labeled": done}
+        settings["earlier"] = [*old.get("earlier", []), replaced]
+        log.warning("%s: calculator '%s' now runs with other SCF controls or fallbacks than for "
+                    "its %d labeled rows (kept under 'earlier')", out, labeler.level, done)
+    store.set_attrs(out, calculators={**calculators, labeler.level: settings})
+
+
+def level_changes(old: dict, new: dict, scf_controls) -> list[str]:
+    """What differs between two recorded settings of a level beyond its SCF controls,
+    fallbacks and code version: each as 'key: old -> new'."""
+    out = []
+    keys = sorted(set(old["settings"]) | set(new["settings"]))
+    for key in (k for k in keys if k not in scf_controls):
+        if old["settings"].get(key) != new["settings"].get(key):
+            out.append(f"{key}: {old['settings'].get(key)!r} -> {new['settings'].get(key)!r}")
+    if list(old["properties"]) != list(new["properties"]):
+        out.append(f"properties: {old['properties']} -> {new['properties']}")
+    setups = [d.get("provenance", {}).get("setups") for d in (old, new)]
+    if setups[0] != setups[1]:
+        out.append(f"PAW setups (sha256): {setups[0]} -> {setups[1]}")
+    return out
 
 
 def _run_serial(out, jobs, labeler_config, labeler, n_jobs, threads, counts) -> None:

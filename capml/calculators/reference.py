@@ -22,6 +22,10 @@ from capml.utils.config import plain
 log = logging.getLogger(__name__)
 
 PROPERTIES = ("energy", "forces", "stress", "band_gap")
+# Settings that steer an SCF to its solution without changing the solution (beyond the
+# convergence tolerance): a level may change them between runs on one data file.
+SCF_CONTROLS = ("maxiter", "max_iterations", "convergence", "mixer", "mixer_damping",
+                "eigensolver", "txt", "verbosity", "parallel")
 
 
 class LabelingFailed(RuntimeError):
@@ -37,6 +41,7 @@ class Labeler:
     fallbacks: list[dict] = field(default_factory=list)  # setting overrides tried in turn
     band_gap: Callable[[Calculator, Atoms], float] | None = None
     provenance: dict = field(default_factory=dict)  # e.g. generated PAW setups and their sha256
+    scf_controls: tuple[str, ...] = SCF_CONTROLS  # settings that may change between runs
 
     def __post_init__(self):
         bad = set(self.properties) - set(PROPERTIES)
