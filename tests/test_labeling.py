@@ -115,6 +115,47 @@ def test_a_level_may_change_its_scf_controls_but_not_its_physics(tmp_path):
     assert (store.read_meta(path, "label_status") == "ok").all()
 
 
+def emt_with_setups(setups: dict, scale: float = 1.0):
+    """EMT whose provenance names PAW-like ``setups`` {name: sha256}; ``scale`` stands for
+    what a setup's bytes do to the physics (1: nothing)."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.mixing import LinearCombinationCalculator
+
+    from capml.calculators.reference import Labeler
+
+    return Labeler(level="emt", build=lambda: LinearCombinationCalculator([EMT()], [scale]),
+                   settings={}, properties=("energy", "forces"),
+                   provenance={"setups": dict(setups)})
+
+
+def test_regenerated_setups_are_accepted_only_when_they_reproduce_a_labeled_row(tmp_path):
+    """Setups with the same names but other bytes (generated on another CPU): labeling
+    recomputes the first labeled row, records the check and goes on when it agrees; when it
+    does not, the error names the row and the quantity, and the file is left as it was.
+    Other setup names are another level, refused outright."""
+    path = store.write(tmp_path / "cu.h5", copper_set(4))
+    target = "test_labeling.emt_with_setups"
+    label_file(path, path, {"_target_": target, "setups": {"Cu.X": "aaa"}}, limit=2)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"cu.h5: the PAW setups \['Cu.X'\] .* row 0 "
+                                         r"\(cu0\): .*forces off by"):
+        label_file(path, path, {"_target_": target, "setups": {"Cu.X": "bbb"}, "scale": 2.0})
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match=r"PAW setups: \['Cu.X'\] -> \['Cu.Y'\]"):
+        label_file(path, path, {"_target_": target, "setups": {"Cu.Y": "aaa"}})
+    counts = label_file(path, path, {"_target_": target, "setups": {"Cu.X": "bbb"}})
+    assert counts["ok"] == 2
+    entry = store.read_attrs(path)["calculators"]["emt"]
+    assert entry["provenance"]["setups"] == {"Cu.X": "bbb"}
+    assert entry["earlier"][0]["provenance"]["setups"] == {"Cu.X": "aaa"}
+    assert entry["earlier"][0]["n_labeled"] == 2
+    check = entry["reproduced"]
+    assert check["row"] == 0 and check["setups"] == ["Cu.X"]
+    assert check["max_abs_error"]["energy"] < 1e-12 and check["max_abs_error"]["forces"] < 1e-12
+    label_file(path, path, {"_target_": target, "setups": {"Cu.X": "bbb"}})  # resume: no recheck
+    assert store.read_attrs(path)["calculators"]["emt"] == entry
+
+
 def test_retry_untried_runs_only_the_new_fallbacks(tmp_path):
     atoms = copper_set(3).to_atoms()
     atoms[1].symbols[0] = "S"
