@@ -64,7 +64,7 @@ def test_low_and_high_sets_hold_different_structures(demo_dir):
 
 
 def test_dataset_report_counts_match_files(cfg_factory, demo_dir, tmp_path):
-    out = dispatch("analyze", cfg_factory("analyze", "task=dataset_report"))
+    out = dispatch("analyze", cfg_factory("analyze", "task=dataset_report", "data=demo_gfn2"))
     counts = pd.read_csv(out / "counts.csv")
     totals = counts.groupby("set")["total"].sum().to_dict()
     assert sorted(totals.values()) == [135, 684]

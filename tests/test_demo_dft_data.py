@@ -123,3 +123,19 @@ def test_low_and_high_dft_sets_hold_different_structures(demo_dir):
     hi = high.positions.reshape(len(high), -1)
     closest = np.min(np.abs(hi[:, None, :] - lo[None, :, :]).max(axis=2), axis=1)
     assert closest.min() > 0.01
+
+
+def test_dataset_report_of_the_default_data_counts_the_dft_files(cfg_factory, demo_dir):
+    import pandas as pd
+
+    from capml.tasks import dispatch
+
+    out = dispatch("analyze", cfg_factory("analyze", "task=dataset_report"))
+    counts = pd.read_csv(out / "counts.csv")
+    totals = counts.groupby("set")["total"].sum()
+    assert totals["low_level (low_pbesol)"] == 405 and totals["high_level (high_gllbsc)"] == 180
+    labels = pd.read_csv(out / "labels.csv")
+    for stem, level in (("low_pbesol", "low_level"), ("high_gllbsc", "high_level")):
+        ok, _ = _status(store.read(demo_dir / f"{stem}.h5"))
+        row = labels[(labels["set"] == f"{level} ({stem})") & (labels["label"] == "band_gap")]
+        assert int(row["n"].iloc[0]) == ok.sum()

@@ -131,10 +131,11 @@ def test_parity_and_phonons_against_the_reference_level(cfg_factory, models, lab
     assert (out / "md_survival.csv").read_text().count("\n") == 3
 
 
-def test_default_config_compares_the_demo_potential_with_gfn2(cfg_factory):
+def test_default_config_compares_the_demo_potential_with_pbesol(cfg_factory):
     cfg = cfg_factory("analyze", "task=mlip_parity")
     assert cfg.task.models.demo.endswith("data/demo/mace_gfn2.model")
-    assert cfg.task.reference_calculator.level == "gfn2-xtb"
+    assert cfg.task.reference_calculator.level == "gpaw-pbesol-pw"
+    assert cfg.task.data.endswith("data/demo/low_pbesol.h5")
     refs = [s.reference for s in cfg.task.phonons.structures]
     assert refs and all(r.endswith(".yaml") for r in refs)
     with pytest.raises(ValueError, match="held_out"):

@@ -165,8 +165,9 @@ def _record_settings(out: Path, labeler) -> None:
                     "replaced": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "n_labeled": done}
         settings["earlier"] = [*old.get("earlier", []), replaced]
-        log.warning("%s: calculator '%s' now runs with other SCF controls or fallbacks than for "
-                    "its %d labeled rows (kept under 'earlier')", out, labeler.level, done)
+        log.warning("%s: calculator '%s' now runs with other SCF controls, fallbacks, code "
+                    "version or setup bytes than for its %d labeled rows (kept under 'earlier')",
+                    out, labeler.level, done)
     store.set_attrs(out, calculators={**calculators, labeler.level: settings})
 
 

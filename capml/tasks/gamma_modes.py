@@ -6,8 +6,8 @@ frozen in at its thermal amplitude at each of ``task.temperatures`` (both signs,
 degenerate subspaces together; capml.analysis.gamma_modes) and the GNN gap
 (``task.checkpoint``) of every distorted cell is compared with the undistorted
 one. With ``task.reference.n_modes > 0`` the modes with the largest |Delta Eg| at
-the highest temperature are recomputed with ``task.reference_calculator`` (GFN2-xTB by
-default), the analogue of the paper's DFT check (Fig. 8d).
+the highest temperature are recomputed with ``task.reference_calculator`` (GPAW GLLB-SC
+by default: the demo GNN's high level), the analogue of the paper's DFT check (Fig. 8d).
 
 Outputs per structure: ``<id>/gamma_modes.csv`` (all temperatures),
 ``<id>/gamma_modes.png``, and ``<id>/reference_check.csv`` when asked.
@@ -83,7 +83,7 @@ def run(cfg: DictConfig) -> Path:
         if "band_gap" not in labeler.properties:
             raise ValueError(f"task.reference_calculator ({labeler.level}) does not compute "
                              f"band_gap (its properties: {list(labeler.properties)}); use e.g. "
-                             "calculator@task.reference_calculator=gfn2")
+                             "calculator@task.reference_calculator=gpaw_gllbsc")
     summary = []
     for folder in structure_dirs(t.phonons_dir, t.structures):
         phonon = load_phonopy(folder / "phonopy.yaml")
