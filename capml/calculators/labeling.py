@@ -159,7 +159,7 @@ def _record_settings(out: Path, labeler) -> None:
         levels = store.read_meta(out, "level").astype(str)
         done = int(((store.read_meta(out, "label_status") == "ok") & (levels == labeler.level))
                    .sum())
-        if regenerated := regenerated_setups(current, settings):
+        if done and (regenerated := regenerated_setups(current, settings)):  # rows to check
             settings["reproduced"] = _check_reproduction(out, labeler, regenerated, done)
         replaced = {**{k: v for k, v in old.items() if k != "earlier"},
                     "replaced": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
