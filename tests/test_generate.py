@@ -49,9 +49,7 @@ def test_same_seed_same_file_contents(cfg_factory, tmp_path):
     assert not np.array_equal(a.positions, c.positions)
 
 
-def test_one_structure_regenerates_from_its_own_seed(cfg_factory, system, demo_dir):
-    from omegaconf import OmegaConf
-
+def test_one_structure_regenerates_from_its_own_seed(cfg_factory, system):
     from capml.sampling import supercell_force_constants, thermal
     from capml.sampling.generate import load_end_members
 
@@ -60,9 +58,7 @@ def test_one_structure_regenerates_from_its_own_seed(cfg_factory, system, demo_d
     i = int(np.flatnonzero(data.meta["method"] == "phonon")[3])
     seed, x, temp = int(data.meta["seed"][i]), data.meta["x"][i], data.meta["temperature"][i]
     atoms = system.random_solid_solution(x, np.random.default_rng(seed))
-    ends = load_end_members(OmegaConf.create({
-        "x0": str(demo_dir / "force_constants" / "gfn2-xtb_x0.yaml"),
-        "x1": str(demo_dir / "force_constants" / "gfn2-xtb_x1.yaml")}))
+    ends = load_end_members(cfg.system.force_constants)  # the ones the file was made with
     again = thermal(atoms, supercell_force_constants(ends, atoms, x), temp, seed=seed,
                     cutoff_frequency=1.0)[0]
     np.testing.assert_array_equal(again.positions, data.subset([i]).positions)
