@@ -142,3 +142,31 @@ def test_default_config_compares_the_demo_potential_with_pbesol(cfg_factory):
         from capml.tasks.mlip_parity import held_out_set
 
         held_out_set(cfg.task.data, {}, "test-ids", None, 0)
+
+
+def test_held_out_cells_are_those_no_model_or_committee_member_saw(models, labeled_by_a,
+                                                                    tmp_path):
+    """A model file's sidecar lists its train/val ids; a committee folder's members train on
+    redraws of one pool, so only its shared test split is held out."""
+    import shutil
+
+    from capml.tasks.mlip_parity import held_out_set
+
+    single = tmp_path / "single.model"
+    shutil.copyfile(models["a"], single)
+    single.with_suffix(".yaml").write_text(yaml.safe_dump({"ids": {"train": ["p0"],
+                                                                   "val": ["p2"]}}))
+    folder = tmp_path / "committee"
+    folder.mkdir()
+    for k, name in enumerate(("a", "b")):
+        shutil.copyfile(models[name], folder / f"member_{k}.model")
+    (folder / "committee.json").write_text(json.dumps(
+        {"members": ["member_0.model", "member_1.model"], "test_ids": ["p1", "p3"]}))
+
+    def ids(chosen):
+        return sorted(held_out_set(labeled_by_a, chosen, "unseen", None, 0).meta["id"])
+
+    assert ids({"s": single}) == ["p1", "p3", "p4"]
+    assert ids({"c": folder}) == ["p1", "p3"]
+    assert ids({"s": single, "c": folder / "committee.json"}) == ["p1", "p3"]
+    assert ids({"foundation": "medium-mpa-0"}) == ["p0", "p1", "p2", "p3", "p4"]

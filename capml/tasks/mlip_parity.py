@@ -15,8 +15,9 @@ reported (``md_survival.csv``): a potential can fit held-out cells well and stil
 an unphysical hole that MD finds.
 
 Held-out: with ``held_out: unseen`` the structures used for training or validation by any
-model (ids listed in the ``<model>.yaml`` written next to it by ``train.py model=mace``)
-are left out; models without that file (foundation models) never saw these data.
+model (ids listed in the ``<model>.yaml`` written next to it by ``train.py model=mace``;
+for a committee folder, every id outside its shared test split) are left out; models without
+that file (foundation models) never saw these data.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from capml.analysis import mlip_parity as parity_analysis
-from capml.calculators.mlip import mlip
+from capml.calculators.mlip import COMMITTEE_FILE, committee_members, mlip
 from capml.data import read
 from capml.data.splits import labeled
 from capml.models.mace import looks_like_path
@@ -50,22 +51,31 @@ from capml.structures import System
 log = logging.getLogger(__name__)
 
 
-def seen_ids(models: dict) -> set[str]:
-    """Ids of the structures each model was trained or validated on, from the
-    ``<stem>.yaml`` next to a model file (written by ``train.py model=mace``)."""
+def seen_ids(models: dict, ids) -> set[str]:
+    """The ids among ``ids`` that a model was trained or validated on: a model file lists
+    them in the ``<stem>.yaml`` beside it (written by ``train.py model=mace``); a committee's
+    members train on redraws of one pool and share a test split, so for a committee folder
+    every id outside its ``committee.json`` ``test_ids`` counts as seen."""
     seen = set()
     for model in models.values():
+        if not looks_like_path(model):
+            continue
+        if committee_members(model) is not None:
+            path = Path(str(model)).expanduser()
+            manifest = json.loads((path / COMMITTEE_FILE if path.is_dir() else path).read_text())
+            seen |= set(ids) - {str(i) for i in manifest.get("test_ids", [])}
+            continue
         sidecar = Path(str(model)).with_suffix(".yaml")
-        if looks_like_path(model) and sidecar.is_file():
-            ids = (yaml.safe_load(sidecar.read_text()) or {}).get("ids") or {}
-            seen |= set(ids.get("train", [])) | set(ids.get("val", []))
+        if sidecar.is_file():
+            recorded = (yaml.safe_load(sidecar.read_text()) or {}).get("ids") or {}
+            seen |= set(recorded.get("train", [])) | set(recorded.get("val", []))
     return seen
 
 
 def held_out_set(path, models: dict, mode: str, max_structures, seed: int):
     data = labeled(read(path))
     if mode == "unseen":
-        seen = seen_ids(models)
+        seen = seen_ids(models, [str(i) for i in data.meta["id"]])
         data = data.subset(np.flatnonzero([i not in seen for i in data.meta["id"]]))
     elif mode != "all":
         raise ValueError(f"task.held_out={mode!r}: expected 'unseen' or 'all'")
