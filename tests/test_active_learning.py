@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -266,3 +267,16 @@ def test_bad_settings_are_named(cfg_factory, tmp_path, override, match):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         dispatch("simulate", al_cfg(cfg_factory, tmp_path, override))
     assert not list(tmp_path.glob("round_*"))
+
+
+def test_demo_experiment_starts_from_the_bundled_committee_on_the_pbesol_data(cfg_factory):
+    from capml.calculators.mlip import committee_members
+
+    cfg = cfg_factory("simulate", "experiment=active_learning_demo")
+    t = cfg.task
+    assert len(committee_members(t.committee)) == 3
+    assert t.data.endswith("data/demo/low_pbesol.h5") and cfg.calculator.level == "gpaw-pbesol-pw"
+    assert 0 < t.select_threshold < t.max_uncertainty
+    manifest = json.loads((Path(t.committee) / "committee.json").read_text())
+    test_ids = set(store.read(t.data).meta["id"][store.read(t.data).meta["split"] == "test"])
+    assert set(manifest["test_ids"]) == test_ids  # rounds are scored on the stored test split
