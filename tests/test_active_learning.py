@@ -278,5 +278,6 @@ def test_demo_experiment_starts_from_the_bundled_committee_on_the_pbesol_data(cf
     assert t.data.endswith("data/demo/low_pbesol.h5") and cfg.calculator.level == "gpaw-pbesol-pw"
     assert 0 < t.select_threshold < t.max_uncertainty
     manifest = json.loads((Path(t.committee) / "committee.json").read_text())
-    test_ids = set(store.read(t.data).meta["id"][store.read(t.data).meta["split"] == "test"])
+    meta = store.read(t.data).meta
+    test_ids = set(meta["id"][meta["split"] == "test"])
     assert set(manifest["test_ids"]) == test_ids  # rounds are scored on the stored test split
