@@ -27,9 +27,9 @@ MLIP_PROPERTIES = ("energy", "forces", "stress")
 COMMITTEE_FILE = "committee.json"
 
 
-def committee_members(model) -> list[Path] | None:
-    """Member files of a committee folder (or its committee.json), None for anything else.
-    Raises ValueError for a manifest without members, FileNotFoundError for a missing one."""
+def committee_manifest(model) -> tuple[Path, dict] | None:
+    """``(path, contents)`` of the committee.json of a committee folder (or of that file
+    itself), None for anything else; FileNotFoundError for a folder without one."""
     path = Path(str(model)).expanduser()
     manifest = path / COMMITTEE_FILE if path.is_dir() else path
     if manifest.name != COMMITTEE_FILE or not manifest.is_file():
@@ -37,7 +37,17 @@ def committee_members(model) -> list[Path] | None:
             raise FileNotFoundError(f"{path} is a folder without {COMMITTEE_FILE}: expected a "
                                     "MACE .model file or a committee folder")
         return None
-    members = json.loads(manifest.read_text()).get("members")
+    return manifest, json.loads(manifest.read_text())
+
+
+def committee_members(model) -> list[Path] | None:
+    """Member files of a committee folder (or its committee.json), None for anything else.
+    Raises ValueError for a manifest without members, FileNotFoundError for a missing one."""
+    found = committee_manifest(model)
+    if found is None:
+        return None
+    manifest, contents = found
+    members = contents.get("members")
     if not isinstance(members, list) or not members:
         raise ValueError(f"{manifest}: key 'members' must list the member .model files")
     files = [manifest.parent / str(m) for m in members]

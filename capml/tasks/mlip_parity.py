@@ -35,7 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from capml.analysis import mlip_parity as parity_analysis
-from capml.calculators.mlip import COMMITTEE_FILE, committee_members, mlip
+from capml.calculators.mlip import committee_manifest, mlip
 from capml.data import read
 from capml.data.splits import labeled
 from capml.models.mace import looks_like_path
@@ -60,10 +60,9 @@ def seen_ids(models: dict, ids) -> set[str]:
     for model in models.values():
         if not looks_like_path(model):
             continue
-        if committee_members(model) is not None:
-            path = Path(str(model)).expanduser()
-            manifest = json.loads((path / COMMITTEE_FILE if path.is_dir() else path).read_text())
-            seen |= set(ids) - {str(i) for i in manifest.get("test_ids", [])}
+        committee = committee_manifest(model)
+        if committee is not None:
+            seen |= set(ids) - {str(i) for i in committee[1].get("test_ids", [])}
             continue
         sidecar = Path(str(model)).with_suffix(".yaml")
         if sidecar.is_file():
