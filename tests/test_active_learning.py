@@ -281,3 +281,25 @@ def test_demo_experiment_starts_from_the_bundled_committee_on_the_pbesol_data(cf
     meta = store.read(t.data).meta
     test_ids = set(meta["id"][meta["split"] == "test"])
     assert set(manifest["test_ids"]) == test_ids  # rounds are scored on the stored test split
+
+
+def test_rounds_number_on_from_the_data_and_a_resumed_run_keeps_its_own(tmp_path):
+    """A run continuing an earlier run's data starts one past its last round (ids and MD
+    seeds stay distinct); a resumed run starts at its own first round folder."""
+    from capml.tasks.active_learning import first_round
+
+    path, out = tmp_path / "cu.h5", tmp_path / "run"
+    store.write(path, StructureSet.from_atoms(cu_cells(4)))
+    assert first_round(out, path) == 1
+
+    def add(r):
+        rows = StructureSet.from_atoms(cu_cells(2, seed=r))
+        rows.meta.update(id=np.array([f"r{r}-{i}" for i in range(2)], dtype=object),
+                         round=np.full(2, r, dtype=np.int64))
+        store.append(path, rows)
+
+    add(1), add(2)
+    assert first_round(out, path) == 3
+    (out / "round_3").mkdir(parents=True)
+    add(3)
+    assert first_round(out, path) == 3

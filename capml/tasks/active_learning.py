@@ -1,7 +1,7 @@
 """``simulate.py task=active_learning``: rounds of MD with the committee, labeling where it
 is uncertain, and member-wise fine-tuning, until its MD stays in its domain.
 
-Round r (in ``<output_dir>/round_<r>/``), with committee C (``task.committee`` for r = 1):
+Round r (in ``<output_dir>/round_<r>/``), with committee C (``task.committee`` for the first):
 
 1. ``md/``: Langevin MD with C of the replicas ``task=md`` would run (``task.compositions``,
    ``task.temperatures``, ``task.duration_ps``, starting structures by the selection block),
@@ -24,7 +24,9 @@ Round r (in ``<output_dir>/round_<r>/``), with committee C (``task.committee`` f
 
 The loop ends when a round's MD has no candidate (every replica ran ``task.duration_ps``
 with no frame above the threshold), or after ``task.max_rounds``;
-``rounds.csv`` sums the rounds up. Resumable: the MD resumes its trajectories, a written
+``rounds.csv`` sums the rounds up. Rounds are numbered on from the last active-learning round
+stored in ``task.data``, so a run that continues an earlier run's committee and data keeps
+round numbers, frame ids and MD seeds distinct from it. Resumable: the MD resumes its trajectories, a written
 ``selected.h5`` is not redrawn, labeling skips labeled rows, rows already in ``task.data``
 (by id) are not appended again, finished members are not retrained, a round with its
 ``round.json`` is done; rerun the same command with ``hydra.run.dir=<same dir>``.
@@ -47,7 +49,7 @@ from capml.calculators import locking
 from capml.calculators.labeling import failure_summary, label_file
 from capml.calculators.mlip import committee_members, labeler, mlip
 from capml.calculators.reference import LabelingFailed
-from capml.data import read, read_meta, write
+from capml.data import DataError, read, read_meta, write
 from capml.data.splits import SplitSettings, labeled, resolve_split
 from capml.data.store import append, update_rows
 from capml.simulation import md
@@ -73,8 +75,8 @@ def run(cfg: DictConfig) -> list[dict]:
     out = Path(t.output_dir)
     log.info("active learning: labels from %s appended to %s (task.data)",
              cfg.calculator.level, t.data)
-    records = []
-    for r in range(1, int(t.max_rounds) + 1):
+    records, r0 = [], first_round(out, Path(str(t.data)))
+    for r in range(r0, r0 + int(t.max_rounds)):
         records.append(run_round(cfg, r, committee, out / f"round_{r}"))
         write_summary(out / "rounds.csv", records)
         if records[-1]["converged"]:
@@ -119,6 +121,21 @@ def check_settings(cfg) -> Path:
                          f"calculator '{cfg.calculator.level}' would label the new frames: "
                          "choose the calculator of the data's level")
     return committee
+
+
+def first_round(out: Path, data_path: Path) -> int:
+    """This run's first round: that of its earliest ``round_<r>`` folder when resuming, else
+    one past the largest ``round`` among the rows of ``data_path`` (-1 for rows that active
+    learning did not add)."""
+    started = [int(p.name[len("round_"):]) for p in out.glob("round_*")
+               if p.is_dir() and p.name[len("round_"):].isdigit()]
+    if started:
+        return min(started)
+    try:
+        rounds = read_meta(data_path, "round")
+    except DataError:  # no row added by active learning yet
+        rounds = []
+    return max([0, *map(int, rounds)]) + 1
 
 
 def run_round(cfg, r: int, committee: Path, rdir: Path) -> dict:
