@@ -25,7 +25,7 @@ def simulation(tmp_path_factory):
         "experiment=demo", "calculator=emt", "task.stages.enumerate.compositions=[0.0]",
         "task.stages.phonons.mesh=[3,3,3]", "task.stages.phonons.npoints=5",
         "task.stages.md.duration_ps=2.0", "task.stages.md.stride=5",
-        "task.stages.md.temperatures=[100]"], out))
+        "task.stages.md.temperatures=[100]", "task.stages.md.max_uncertainty=null"], out))
     dispatch("simulate", cfg)
     return out
 

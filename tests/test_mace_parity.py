@@ -133,7 +133,7 @@ def test_parity_and_phonons_against_the_reference_level(cfg_factory, models, lab
 
 def test_default_config_compares_the_demo_potential_with_pbesol(cfg_factory):
     cfg = cfg_factory("analyze", "task=mlip_parity")
-    assert cfg.task.models.demo.endswith("data/demo/mace_gfn2.model")
+    assert cfg.task.models.demo.endswith("data/demo/mace_pbesol_al")
     assert cfg.task.reference_calculator.level == "gpaw-pbesol-pw"
     assert cfg.task.data.endswith("data/demo/low_pbesol.h5")
     refs = [s.reference for s in cfg.task.phonons.structures]

@@ -274,7 +274,8 @@ def test_demo_experiment_chains_enumerate_phonons_md(cfg_factory, tmp_path):
                                 "task.stages.enumerate.compositions=[0.0,0.25]",
                                 "task.stages.phonons.mesh=[3,3,3]",
                                 "task.stages.phonons.npoints=5",
-                                "task.stages.md.duration_ps=0.01"))
+                                "task.stages.md.duration_ps=0.01",
+                                "task.stages.md.max_uncertainty=null"))
     results = dispatch("simulate", cfg)
     assert list(results) == ["enumerate", "phonons", "md"]
     ground = store.read(tmp_path / "enumerate" / "ground_states.h5")
@@ -314,7 +315,8 @@ def test_demo_experiment_with_gfn2_at_tiny_size(cfg_factory, tmp_path):
     cfg = cfg_factory("simulate", "experiment=demo", "calculator=gfn2",
                       "task.stages.enumerate.compositions=[1.0]",
                       "task.stages.phonons.mesh=[4,4,4]", "task.stages.phonons.npoints=11",
-                      "task.stages.md.duration_ps=0.003", "task.stages.md.stride=1")
+                      "task.stages.md.duration_ps=0.003", "task.stages.md.stride=1",
+                      "task.stages.md.max_uncertainty=null")
     dispatch("simulate", cfg)
     import pandas as pd
 

@@ -118,9 +118,12 @@ def test_calculator_config_instantiates_a_labeler(cfg_factory, tiny_model, cuau)
         labeler(tiny_model, properties=("energy", "band_gap"))
 
 
-def test_default_calculator_config_points_at_the_demo_potential(cfg_factory):
+def test_default_calculator_config_points_at_the_demo_committee(cfg_factory):
+    from capml.calculators.mlip import committee_members
+
     cfg = cfg_factory("simulate", "calculator=mlip", "task=label")
-    assert cfg.calculator.model == str(DEMO / "mace_gfn2.model")
+    assert cfg.calculator.model == str(DEMO / "mace_pbesol_al")
+    assert len(committee_members(DEMO / "mace_pbesol_al")) == 3
 
 
 # ------------------------------------------------------------ the bundled demo potential
