@@ -1,7 +1,7 @@
 """Committee cost: an MD step with a K-member MACE committee vs one member, batched engine,
 beside mace's own committee calculator (ASE Langevin, one replica after another).
 
-The members are K copies of one potential file (default: the bundled demo potential;
+The members are K copies of one potential file (default: the local foundation, a single MACE;
 weights do not change the cost), gathered as a committee folder (member_<k>.model +
 committee.json) and loaded with capml.calculators.mlip.mlip as ``calculator=mlip`` does.
 ``--replicas`` 40-atom Ag3SBr_xI_(1-x) cells at 300 K (dt 1 fs, friction 1e-3 /fs). A timing

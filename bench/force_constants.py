@@ -3,11 +3,12 @@ in batched MACE calls, ``capml.simulation.phonons.force_constants``) vs the seri
 (phonopy's displaced supercells one after another through mace's MACECalculator, as the
 scripts and phonopy's own ASE examples do).
 
-Same model (default: the bundled demo potential, float64), same phonopy displacements
-(0.01 A) of the end-member cells in the system's 2x2x2 supercell (40 atoms). Reported
-per end member: the number of displaced cells, the median wall time of each path over
-``--repeats`` (interleaved, after a warm-up) and their ratio, and the largest difference
-of the two force-constant matrices (eV/A^2; they must agree to rounding).
+Same model (default: the local foundation data/demo/mace_gfn2.model, a single MACE,
+float64), same phonopy displacements (0.01 A) of the end-member cells in the system's
+2x2x2 supercell (40 atoms). Reported per end member: the number of displaced cells, the
+median wall time of each path over ``--repeats`` (interleaved, after a warm-up) and their
+ratio, and the largest difference of the two force-constant matrices (eV/A^2; they must
+agree to rounding).
 
     python bench/force_constants.py
     python bench/force_constants.py --device cuda --supercell 3 --batch-size 8

@@ -1,6 +1,6 @@
 """MD throughput: capml's batched Langevin engine vs ASE Langevin + mace's MACECalculator.
 
-Same MACE model on both sides (default: the bundled demo potential
+Same MACE model on both sides (default: the local foundation, a single potential,
 data/demo/mace_gfn2.model, loaded with capml.calculators.mlip.mlip as the simulate
 tasks do; ``--model random``: a freshly initialised ScaleShiftMACE of ``--hidden``
 irreps and ``--r-max``, as mace's own tests build it), same 40-atom
@@ -15,7 +15,7 @@ steps, so set-up (model loading, calculator and integrator construction, the fir
 force call, file creation) cancels; the median of ``--repeats`` after a warm-up, the two
 engines' repeats interleaved.
 
-    python bench/md.py                                   # CPU, float64, demo potential
+    python bench/md.py                                   # CPU, float64, the local foundation
     python bench/md.py --model random --hidden "64x0e + 64x1o" --threads 2
     python bench/md.py --device cuda --dtype float32 --steps 200
 """
@@ -80,7 +80,7 @@ def capml_run(cells, build, steps: int, out_dir: Path, dtype: str,
 
 
 def add_mace_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
-    """--model (the demo potential by default), --dtype, --device, --threads."""
+    """--model (the local foundation by default), --dtype, --device, --threads."""
     p.add_argument("--model", default=str(ROOT / "data" / "demo" / "mace_gfn2.model"),
                    help=model_help)
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
